@@ -1,0 +1,368 @@
+//! Configuration: a TOML file, `DOCKER_WATCHER_*` environment variables and command-line flags,
+//! merged once at start (flags win over env, env over the file, the file over defaults) into a
+//! [`Config`] that is valid by construction. Nothing reads the environment after this.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+/// The default config file, read when present.
+pub const DEFAULT_CONFIG_FILE: &str = "./docker-watcher.toml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "docker-watcher",
+    version,
+    about = "Continuous deployment from container registries to Docker"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags shared by every command (they locate the data dir and the config file).
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "DOCKER_WATCHER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the API and UI listener.
+    #[arg(long, global = true, env = "DOCKER_WATCHER_LISTEN")]
+    pub listen: Option<String>,
+    /// Address of the reverse proxy listener.
+    #[arg(long, global = true, env = "DOCKER_WATCHER_PROXY_LISTEN")]
+    pub proxy_listen: Option<String>,
+    /// Directory of the SQLite database and the key file.
+    #[arg(long, global = true, env = "DOCKER_WATCHER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Docker engine address (unix:///var/run/docker.sock, tcp://host:2375).
+    #[arg(long, global = true, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, env = "DOCKER_WATCHER_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service.
+    Serve,
+    /// Check the configuration and print it.
+    CheckConfig,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password is read from stdin (or generated with --generate-password).
+    Add {
+        username: String,
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        #[arg(long)]
+        generate_password: bool,
+    },
+    /// Set a user's password, read from stdin.
+    Passwd { username: String },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for a user and print it once.
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// The configuration file's shape. Secrets are not accepted here: they come from the
+/// environment only, so the file can be committed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    proxy_listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    docker_host: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// The validated configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub proxy_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub docker_host: Option<String>,
+    pub log_format: LogFormat,
+    /// The bootstrap admin's password (first start only).
+    pub admin_password: Option<String>,
+    /// The key for secrets at rest; else a key file in the data dir.
+    pub secret_key: Option<String>,
+    /// The webhook token; else generated once and kept in the store.
+    pub webhook_token: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |v: &Option<String>| if v.is_some() { "(set)" } else { "(unset)" };
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("proxy_listen", &self.proxy_listen)
+            .field("data_dir", &self.data_dir)
+            .field("docker_host", &self.docker_host)
+            .field("log_format", &self.log_format)
+            .field("admin_password", &redact(&self.admin_password))
+            .field("secret_key", &redact(&self.secret_key))
+            .field("webhook_token", &redact(&self.webhook_token))
+            .finish()
+    }
+}
+
+/// The secrets that only come from the environment.
+#[derive(Debug, Default, Clone)]
+pub struct SecretEnv {
+    pub admin_password: Option<String>,
+    pub secret_key: Option<String>,
+    pub webhook_token: Option<String>,
+}
+
+impl SecretEnv {
+    pub fn from_process_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self {
+            admin_password: var("DOCKER_WATCHER_ADMIN_PASSWORD"),
+            secret_key: var("DOCKER_WATCHER_SECRET_KEY"),
+            webhook_token: var("DOCKER_WATCHER_WEBHOOK_TOKEN"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// A configuration for tests and embedding: everything on loopback with OS-chosen ports.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            proxy_listen: "127.0.0.1:0".parse().expect("valid address"),
+            data_dir: data_dir.into(),
+            docker_host: None,
+            log_format: LogFormat::Pretty,
+            admin_password: None,
+            secret_key: None,
+            webhook_token: None,
+        }
+    }
+
+    /// Merges flags/env (already merged by clap), the config file and defaults, and validates.
+    pub fn load(args: &GlobalArgs, secrets: SecretEnv) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => read_file(Path::new(DEFAULT_CONFIG_FILE))?,
+            None => FileConfig::default(),
+        };
+        let listen = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let proxy_listen = args
+            .proxy_listen
+            .clone()
+            .or(file.proxy_listen)
+            .unwrap_or_else(|| "0.0.0.0:8000".to_owned());
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let docker_host = args
+            .docker_host
+            .clone()
+            .or(file.docker_host)
+            .filter(|h| !h.is_empty());
+        let log_format = args.log_format.or(file.log_format).unwrap_or_default();
+
+        let config = Config {
+            listen: parse_addr("listen", &listen)?,
+            proxy_listen: parse_addr("proxy_listen", &proxy_listen)?,
+            data_dir,
+            docker_host,
+            log_format,
+            admin_password: secrets.admin_password,
+            secret_key: secrets.secret_key,
+            webhook_token: secrets.webhook_token,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "data_dir",
+                message: "must not be empty".into(),
+            });
+        }
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            return Err(ConfigError::Invalid {
+                key: "data_dir",
+                message: format!("{} exists and is not a directory", self.data_dir.display()),
+            });
+        }
+        if let Some(host) = &self.docker_host {
+            let known = ["unix://", "tcp://", "http://"]
+                .iter()
+                .any(|p| host.starts_with(p))
+                || host.starts_with('/');
+            if !known {
+                return Err(ConfigError::Invalid {
+                    key: "docker_host",
+                    message: format!("'{host}' must start with unix://, tcp:// or http://"),
+                });
+            }
+        }
+        if let Some(pw) = &self.admin_password
+            && crate::domain::user::Password::parse(pw).is_err()
+        {
+            return Err(ConfigError::Invalid {
+                key: "DOCKER_WATCHER_ADMIN_PASSWORD",
+                message: "must be 8 to 1024 characters".into(),
+            });
+        }
+        if let Some(token) = &self.webhook_token
+            && token.len() < 16
+        {
+            return Err(ConfigError::Invalid {
+                key: "DOCKER_WATCHER_WEBHOOK_TOKEN",
+                message: "must be at least 16 characters".into(),
+            });
+        }
+        if self.listen == self.proxy_listen && self.listen.port() != 0 {
+            return Err(ConfigError::Invalid {
+                key: "proxy_listen",
+                message: format!("must differ from listen ({})", self.listen),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&raw).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn parse_addr(key: &'static str, raw: &str) -> Result<SocketAddr, ConfigError> {
+    raw.parse().map_err(|_| ConfigError::Invalid {
+        key,
+        message: format!("'{raw}' is not a socket address like 127.0.0.1:8080"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> GlobalArgs {
+        GlobalArgs {
+            config: Some(PathBuf::from("/nonexistent/none.toml")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9001\"\nproxy_listen = \"127.0.0.1:9002\"\n",
+        )
+        .unwrap();
+        let mut a = GlobalArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = Config::load(&a, SecretEnv::default()).unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        a.listen = Some("127.0.0.1:9003".into());
+        assert_eq!(
+            Config::load(&a, SecretEnv::default()).unwrap().listen.port(),
+            9003
+        );
+    }
+
+    #[test]
+    fn a_missing_explicit_config_file_is_an_error() {
+        assert!(matches!(
+            Config::load(&args(), SecretEnv::default()),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "listen = \"nowhere\"\n").unwrap();
+        let a = GlobalArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let err = Config::load(&a, SecretEnv::default()).unwrap_err();
+        assert!(err.to_string().starts_with("listen:"), "{err}");
+        std::fs::write(&file, "colour = \"red\"\n").unwrap();
+        let err = Config::load(&a, SecretEnv::default()).unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        std::fs::write(&file, "").unwrap();
+        let a = GlobalArgs {
+            config: Some(file),
+            docker_host: Some("ftp://x".into()),
+            ..Default::default()
+        };
+        assert!(
+            Config::load(&a, SecretEnv::default())
+                .unwrap_err()
+                .to_string()
+                .starts_with("docker_host:")
+        );
+    }
+}

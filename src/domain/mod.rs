@@ -1,0 +1,36 @@
+//! The vocabulary of docker-watcher: newtypes that parse (never merely validate) user input, and
+//! the plain records every other module passes around. Nothing here does IO; nothing here knows
+//! about the store, Docker, registries or HTTP.
+//!
+//! # Layout
+//! - [`image_ref`], [`tag_policy`], [`schedule`], [`hostname`], [`duration`], [`name`]: parsed
+//!   values taken from users.
+//! - [`project`], [`stage`], [`instance`], [`deployment`], [`proxy`], [`user`], [`settings`],
+//!   [`event`]: the records of the store, as domain types.
+
+pub mod duration;
+pub mod event;
+pub mod hostname;
+pub mod image_ref;
+pub mod instance;
+pub mod name;
+pub mod project;
+pub mod proxy;
+pub mod schedule;
+pub mod settings;
+pub mod stage;
+pub mod tag_policy;
+pub mod time_format;
+pub mod user;
+
+/// Why a value given by a user could not be parsed. The caller knows which field it came from
+/// and adds that when it reports the error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+impl ParseError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}

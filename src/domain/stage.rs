@@ -1,0 +1,283 @@
+//! Stages: the environments of a project (dev, staging, prod, previews). A stage says which tags
+//! to follow ([`TagPolicy`]), how often to look ([`Schedule`]), how to run the container
+//! ([`ContainerSpec`]) and where to route it ([`Hostname`]).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ParseError;
+use super::duration::HumanDuration;
+use super::hostname::Hostname;
+use super::name::Name;
+use super::schedule::Schedule;
+use super::tag_policy::TagPolicy;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub id: i64,
+    pub project_id: i64,
+    pub name: Name,
+    pub tag_policy: TagPolicy,
+    /// `None`: the setting `default_poll_schedule`.
+    pub schedule: Option<Schedule>,
+    /// Off: monitor-only, record the available tag and deploy nothing.
+    pub auto_deploy: bool,
+    pub hostname: Option<Hostname>,
+    pub max_instances: u32,
+    pub min_release_age: Option<HumanDuration>,
+    pub container: ContainerSpec,
+    pub current_instance_id: Option<i64>,
+    pub available_tag: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewStage {
+    pub name: Name,
+    pub tag_policy: TagPolicy,
+    pub schedule: Option<Schedule>,
+    pub auto_deploy: bool,
+    pub hostname: Option<Hostname>,
+    pub max_instances: u32,
+    pub min_release_age: Option<HumanDuration>,
+    pub container: ContainerSpec,
+}
+
+/// A partial update: `None` leaves a field as it is; `Some(None)` clears a nullable one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StagePatch {
+    pub name: Option<Name>,
+    pub tag_policy: Option<TagPolicy>,
+    pub schedule: Option<Option<Schedule>>,
+    pub auto_deploy: Option<bool>,
+    pub hostname: Option<Option<Hostname>>,
+    pub max_instances: Option<u32>,
+    pub min_release_age: Option<Option<HumanDuration>>,
+    pub container: Option<ContainerSpec>,
+}
+
+impl NewStage {
+    pub const DEFAULT_MAX_INSTANCES: u32 = 10;
+    pub const MAX_INSTANCES_LIMIT: u32 = 1000;
+}
+
+/// How the stage's container runs. Stored as JSON; every field is checked by
+/// [`ContainerSpec::validate`] before it gets there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// The port the application listens on inside the container.
+    #[serde(default = "ContainerSpec::default_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Overrides the image's command when set.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default = "ContainerSpec::default_min_ready_seconds")]
+    pub min_ready_seconds: u32,
+    #[serde(default)]
+    pub memory_mb: Option<u32>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// An absolute path, requested with GET through the published port.
+    pub path: String,
+    #[serde(default = "HealthCheck::default_expected_status")]
+    pub expected_status: u16,
+}
+
+impl HealthCheck {
+    fn default_expected_status() -> u16 {
+        200
+    }
+}
+
+impl Default for ContainerSpec {
+    fn default() -> Self {
+        Self {
+            port: Self::default_port(),
+            env: BTreeMap::new(),
+            command: None,
+            health_check: None,
+            min_ready_seconds: Self::default_min_ready_seconds(),
+            memory_mb: None,
+            cpus: None,
+        }
+    }
+}
+
+impl ContainerSpec {
+    fn default_port() -> u16 {
+        8080
+    }
+
+    fn default_min_ready_seconds() -> u32 {
+        2
+    }
+
+    /// Checks every field; the error names the field (`container.env.FOO`, `container.port`).
+    pub fn validate(&self) -> Result<(), (String, ParseError)> {
+        let fail = |field: &str, msg: String| Err((format!("container.{field}"), ParseError::new(msg)));
+        if self.port == 0 {
+            return fail("port", "must be from 1 to 65535".into());
+        }
+        if self.env.len() > 1000 {
+            return fail("env", "at most 1000 variables".into());
+        }
+        for (key, value) in &self.env {
+            let valid = key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && key.len() <= 255;
+            if !valid {
+                return fail(
+                    &format!("env.{key}"),
+                    format!(
+                        "'{key}' is not a valid variable name: letters, digits and _, not starting with a digit"
+                    ),
+                );
+            }
+            if value.contains('\0') {
+                return fail(&format!("env.{key}"), "must not contain NUL characters".into());
+            }
+        }
+        if let Some(command) = &self.command {
+            if command.is_empty() {
+                return fail(
+                    "command",
+                    "must not be empty; use null for the image's command".into(),
+                );
+            }
+            if command.iter().any(|a| a.contains('\0')) {
+                return fail("command", "must not contain NUL characters".into());
+            }
+        }
+        if let Some(hc) = &self.health_check {
+            if !hc.path.starts_with('/')
+                || hc.path.len() > 2048
+                || hc.path.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return fail(
+                    "health_check.path",
+                    "must be an absolute path such as /healthz, without spaces".into(),
+                );
+            }
+            if !(100..=599).contains(&hc.expected_status) {
+                return fail(
+                    "health_check.expected_status",
+                    "must be an HTTP status from 100 to 599".into(),
+                );
+            }
+        }
+        if self.min_ready_seconds > 3600 {
+            return fail("min_ready_seconds", "must be from 0 to 3600".into());
+        }
+        if let Some(mb) = self.memory_mb
+            && !(6..=1_048_576).contains(&mb)
+        {
+            return fail(
+                "memory_mb",
+                "must be from 6 to 1048576 (Docker's minimum is 6 MB)".into(),
+            );
+        }
+        if let Some(cpus) = self.cpus
+            && !(cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0)
+        {
+            return fail("cpus", "must be greater than 0 and at most 1024".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_spec_is_valid() {
+        assert!(ContainerSpec::default().validate().is_ok());
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let field = |spec: ContainerSpec| spec.validate().unwrap_err().0;
+        assert_eq!(
+            field(ContainerSpec {
+                port: 0,
+                ..Default::default()
+            }),
+            "container.port"
+        );
+        let mut env = BTreeMap::new();
+        env.insert("1BAD".to_owned(), "x".to_owned());
+        assert_eq!(
+            field(ContainerSpec {
+                env,
+                ..Default::default()
+            }),
+            "container.env.1BAD"
+        );
+        assert_eq!(
+            field(ContainerSpec {
+                command: Some(vec![]),
+                ..Default::default()
+            }),
+            "container.command"
+        );
+        let hc = HealthCheck {
+            path: "health".into(),
+            expected_status: 200,
+        };
+        assert_eq!(
+            field(ContainerSpec {
+                health_check: Some(hc),
+                ..Default::default()
+            }),
+            "container.health_check.path"
+        );
+        let hc = HealthCheck {
+            path: "/health".into(),
+            expected_status: 700,
+        };
+        assert_eq!(
+            field(ContainerSpec {
+                health_check: Some(hc),
+                ..Default::default()
+            }),
+            "container.health_check.expected_status"
+        );
+        assert_eq!(
+            field(ContainerSpec {
+                memory_mb: Some(1),
+                ..Default::default()
+            }),
+            "container.memory_mb"
+        );
+        assert_eq!(
+            field(ContainerSpec {
+                cpus: Some(f64::NAN),
+                ..Default::default()
+            }),
+            "container.cpus"
+        );
+        assert_eq!(
+            field(ContainerSpec {
+                min_ready_seconds: 4000,
+                ..Default::default()
+            }),
+            "container.min_ready_seconds"
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! The `docker-watcher` binary: parse the command line and configuration, set up logging, and
+//! hand over to the library (`App` for `serve`, `admin` for the user and token commands).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use docker_watcher::app::{App, AppOptions};
+use docker_watcher::config::{Cli, Command, Config, LogFormat, SecretEnv};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.global, SecretEnv::from_process_env()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("docker-watcher: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("docker-watcher: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::CheckConfig => {
+                println!("configuration is valid:\n{config:#?}");
+                Ok(())
+            }
+            Command::User(command) => docker_watcher::admin::run_user_command(&config, command).await,
+            Command::Token(command) => docker_watcher::admin::run_token_command(&config, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("docker-watcher: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = App::spawn(config, AppOptions::default()).await?;
+    if let Some(password) = &app.generated_admin_password {
+        // Printed once, on the first start only: the hash is all that is kept.
+        println!("Created the admin user. Log in as 'admin' with password: {password}");
+        println!("(set DOCKER_WATCHER_ADMIN_PASSWORD before the first start to choose it)");
+    }
+    println!("docker-watcher listening on http://{}", app.api_addr());
+    let stop = app.shutdown_token();
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = stop.cancelled() => {}
+    }
+    app.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("DOCKER_WATCHER_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,bollard=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,251 @@
+//! Test helpers: [`spawn_app`] starts the real application on port 0 with a fresh data dir and a
+//! movable clock; [`TestApp`] restarts it on the same data and hands out [`ApiClient`]s logged in
+//! with each role. Requests and answers are plain JSON so tests read like API calls.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use docker_watcher::app::{App, AppOptions};
+use docker_watcher::clock::OffsetClock;
+use docker_watcher::config::Config;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The bootstrap admin's password in every test app.
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+/// The webhook token of every test app.
+pub const WEBHOOK_TOKEN: &str = "webhook-token-for-tests";
+
+pub struct TestApp {
+    app: Option<App>,
+    pub data_dir: Arc<tempfile::TempDir>,
+    pub clock: Arc<OffsetClock>,
+    pub base_url: String,
+}
+
+/// Starts the real application with a fresh data dir.
+pub async fn spawn_app() -> TestApp {
+    init_test_tracing();
+    let data_dir = Arc::new(tempfile::tempdir().expect("a temporary data dir"));
+    let clock = Arc::new(OffsetClock::new());
+    let app = start(&data_dir, &clock).await;
+    let base_url = format!("http://{}", app.api_addr());
+    TestApp {
+        app: Some(app),
+        data_dir,
+        clock,
+        base_url,
+    }
+}
+
+async fn start(data_dir: &tempfile::TempDir, clock: &Arc<OffsetClock>) -> App {
+    let mut config = Config::for_data_dir(data_dir.path());
+    config.admin_password = Some(ADMIN_PASSWORD.to_owned());
+    config.webhook_token = Some(WEBHOOK_TOKEN.to_owned());
+    App::spawn(config, AppOptions { clock: clock.clone() })
+        .await
+        .expect("the app starts")
+}
+
+fn init_test_tracing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("DOCKER_WATCHER_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+impl TestApp {
+    pub fn app(&self) -> &App {
+        self.app.as_ref().expect("the app is running")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// Stops the app and starts it again on the same data dir (the port changes).
+    pub async fn restart(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+        let app = start(&self.data_dir, &self.clock).await;
+        self.base_url = format!("http://{}", app.api_addr());
+        self.app = Some(app);
+    }
+
+    /// A client without credentials.
+    pub fn anonymous(&self) -> ApiClient {
+        ApiClient::new(&self.base_url, Auth::None)
+    }
+
+    /// Logs in with a username and password; the client then uses the session cookie and CSRF token.
+    pub async fn login(&self, username: &str, password: &str) -> ApiClient {
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .expect("a client");
+        let response = client
+            .post(self.url("/api/auth/login"))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(response.status(), StatusCode::OK, "login as {username}");
+        let body: Value = response.json().await.expect("login body");
+        let csrf = body["csrf_token"].as_str().expect("csrf_token").to_owned();
+        ApiClient {
+            base_url: self.base_url.clone(),
+            client,
+            auth: Auth::Session { csrf },
+        }
+    }
+
+    /// The bootstrap admin, authenticated by an API token.
+    pub async fn admin(&self) -> ApiClient {
+        let session = self.login("admin", ADMIN_PASSWORD).await;
+        let (status, body) = session.post("/api/tokens", json!({"name": "tests"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let token = body["token"].as_str().expect("token").to_owned();
+        ApiClient::new(&self.base_url, Auth::Token(token))
+    }
+
+    /// A new user with `role`, authenticated by an API token.
+    pub async fn user_with_role(&self, username: &str, role: &str) -> ApiClient {
+        let admin = self.admin().await;
+        let password = format!("{username}-password");
+        let (status, body) = admin
+            .post(
+                "/api/users",
+                json!({"username": username, "password": password, "role": role}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let session = self.login(username, &password).await;
+        let (status, body) = session.post("/api/tokens", json!({"name": "tests"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ApiClient::new(
+            &self.base_url,
+            Auth::Token(body["token"].as_str().expect("token").to_owned()),
+        )
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    Token(String),
+    Session { csrf: String },
+}
+
+/// A JSON client of the API with one set of credentials.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub auth: Auth,
+}
+
+impl ApiClient {
+    pub fn new(base_url: &str, auth: Auth) -> Self {
+        Self {
+            base_url: base_url.to_owned(),
+            client: reqwest::Client::new(),
+            auth,
+        }
+    }
+
+    /// The same client without the CSRF header (to prove it is required).
+    pub fn without_csrf(&self) -> Self {
+        Self {
+            auth: match &self.auth {
+                Auth::Session { .. } => Auth::Session { csrf: String::new() },
+                a => a.clone(),
+            },
+            ..self.clone()
+        }
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.client.request(method, format!("{}{}", self.base_url, path));
+        match &self.auth {
+            Auth::None => builder,
+            Auth::Token(token) => builder.bearer_auth(token),
+            Auth::Session { csrf } if csrf.is_empty() => builder,
+            Auth::Session { csrf } => builder.header("X-CSRF-Token", csrf),
+        }
+    }
+
+    pub async fn send(&self, builder: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = builder.send().await.expect("the request is sent");
+        let status = response.status();
+        let text = response.text().await.expect("a body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.request(reqwest::Method::POST, path).json(&body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.request(reqwest::Method::PATCH, path).json(&body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    /// Posts raw bytes with a content type (for malformed-body tests).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        self.send(
+            self.request(reqwest::Method::POST, path)
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
+    }
+}
+
+/// Asserts a 4xx validation error naming `field`.
+#[track_caller]
+pub fn assert_field_error(status: StatusCode, body: &Value, field: &str) {
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "expected 400 for {field}: {body}"
+    );
+    assert_eq!(body["error"]["code"], "validation", "{body}");
+    assert_eq!(body["error"]["field"], field, "{body}");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}

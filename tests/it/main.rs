@@ -1,0 +1,14 @@
+//! The one integration-test binary: it spawns the real application (the library's `App`, on
+//! port 0, with a temporary data dir) and drives it over HTTP, against the real Docker engine
+//! and registry that `scripts/test.sh` starts. One file per feature; shared helpers in
+//! [`helpers`].
+
+mod auth;
+mod events;
+mod helpers;
+mod ops;
+mod projects;
+mod proxies;
+mod settings;
+mod stages;
+mod tidy;

@@ -1,0 +1,221 @@
+//! Operations endpoints and whole-app behaviour: liveness, readiness against the real Docker
+//! engine, Prometheus metrics, the OpenAPI document covering every route, and a restart on the
+//! same data dir keeping everything.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_PASSWORD, spawn_app};
+
+#[tokio::test]
+async fn healthz_answers_without_credentials() {
+    let app = spawn_app().await;
+    let (status, body) = app.anonymous().get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_reports_the_store_and_the_real_docker_engine_ready() {
+    let app = spawn_app().await;
+    let (status, body) = app.anonymous().get("/readyz").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the Docker engine started by scripts/test.sh must answer: {body}"
+    );
+    assert_eq!(body["checks"]["store"], "ok");
+    assert_eq!(body["checks"]["docker"], "ok");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_is_unavailable_when_the_docker_engine_does_not_answer() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = docker_watcher::config::Config::for_data_dir(data_dir.path());
+    config.admin_password = Some(ADMIN_PASSWORD.to_owned());
+    config.docker_host = Some(format!("unix://{}/no-docker.sock", data_dir.path().display()));
+    let app = docker_watcher::app::App::spawn(config, Default::default())
+        .await
+        .unwrap();
+    let response = reqwest::get(format!("http://{}/readyz", app.api_addr()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["checks"]["store"], "ok");
+    assert_ne!(body["checks"]["docker"], "ok");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_and_count_requests_by_route() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    admin.get("/api/projects").await;
+    let response = reqwest::get(app.url("/metrics")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("docker_watcher_http_requests_total"), "{text}");
+    assert!(text.contains("route=\"/api/projects\""), "{text}");
+    assert!(text.contains("docker_watcher_events_published_total"), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    app.stop().await;
+}
+
+/// Every route of SPEC.md §5 that exists so far, as (method, path).
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/api/openapi.json"),
+    ("post", "/api/auth/login"),
+    ("post", "/api/auth/logout"),
+    ("get", "/api/auth/me"),
+    ("get", "/api/users"),
+    ("post", "/api/users"),
+    ("patch", "/api/users/{id}"),
+    ("delete", "/api/users/{id}"),
+    ("get", "/api/tokens"),
+    ("post", "/api/tokens"),
+    ("delete", "/api/tokens/{id}"),
+    ("get", "/api/projects"),
+    ("post", "/api/projects"),
+    ("get", "/api/projects/{id}"),
+    ("patch", "/api/projects/{id}"),
+    ("delete", "/api/projects/{id}"),
+    ("get", "/api/projects/{id}/stages"),
+    ("post", "/api/projects/{id}/stages"),
+    ("get", "/api/stages/{id}"),
+    ("patch", "/api/stages/{id}"),
+    ("delete", "/api/stages/{id}"),
+    ("get", "/api/proxies"),
+    ("post", "/api/proxies"),
+    ("get", "/api/proxies/{id}"),
+    ("patch", "/api/proxies/{id}"),
+    ("delete", "/api/proxies/{id}"),
+    ("get", "/api/settings"),
+    ("patch", "/api/settings"),
+    ("get", "/api/events"),
+    ("get", "/api/events/stream"),
+    ("get", "/api/hooks/registry/token"),
+];
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_with_its_responses() {
+    let app = spawn_app().await;
+    let (status, doc) = app.anonymous().get("/api/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    for (method, path) in ROUTES {
+        let operation = &paths.get(*path).unwrap_or_else(|| panic!("{path} is missing"))[*method];
+        assert!(operation.is_object(), "{method} {path} is missing");
+        assert!(
+            operation["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            "{method} {path} has no responses"
+        );
+    }
+    // And the document claims no route the app does not serve.
+    let documented: usize = paths.values().map(|p| p.as_object().map_or(0, |o| o.len())).sum();
+    assert_eq!(
+        documented,
+        ROUTES.len(),
+        "documented routes differ from the list: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_answer_a_json_404() {
+    let app = spawn_app().await;
+    let (status, body) = app.anonymous().get("/api/nothing-here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_one_mebibyte_are_refused() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let big = format!("{{\"name\":\"{}\"}}", "x".repeat(1024 * 1024 + 10));
+    let (status, body) = admin.post_raw("/api/projects", "application/json", big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_data_dir_keeps_everything() {
+    let mut app = spawn_app().await;
+    let admin = app.admin().await;
+    let (status, project) = admin
+        .post(
+            "/api/projects",
+            json!({"name": "shop", "image": "127.0.0.1:5000/team/shop", "registry_username": "ci", "registry_password": "pw-123"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{project}");
+    let project_id = project["id"].as_i64().unwrap();
+    let (status, stage) = admin
+        .post(
+            &format!("/api/projects/{project_id}/stages"),
+            json!({"name": "prod", "tag_policy": "semver:^1", "schedule": "*/5 * * * *", "hostname": "shop.example.test"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{stage}");
+    let (status, proxy) = admin
+        .post(
+            "/api/proxies",
+            json!({"name": "docs", "hostname": "docs.example.test", "target_url": "http://127.0.0.1:9/"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{proxy}");
+    let (status, _) = admin
+        .patch("/api/settings", json!({"stale_threshold_days": 14}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = admin
+        .post(
+            "/api/users",
+            json!({"username": "carol", "password": "carol-password", "role": "member"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, before_install) = (0, app.app().state().installation_id.clone());
+
+    app.restart().await;
+
+    let admin = app.login("admin", ADMIN_PASSWORD).await;
+    let (_, projects) = admin.get("/api/projects").await;
+    assert_eq!(projects["items"][0], project);
+    let (_, stage_after) = admin.get(&format!("/api/stages/{}", stage["id"])).await;
+    assert_eq!(stage_after, stage);
+    let (_, proxies) = admin.get("/api/proxies").await;
+    assert_eq!(proxies["items"][0], proxy);
+    let (_, settings) = admin.get("/api/settings").await;
+    assert_eq!(settings["stale_threshold_days"], 14);
+    app.login("carol", "carol-password").await;
+    assert_eq!(
+        app.app().state().installation_id,
+        before_install,
+        "the installation id is stable"
+    );
+    // The registry password still opens with the key kept in the data dir.
+    let sealed = app
+        .app()
+        .state()
+        .store
+        .project_registry_password(project_id)
+        .await
+        .unwrap()
+        .expect("sealed");
+    assert_eq!(app.app().state().secrets.open(&sealed).unwrap(), "pw-123");
+    app.stop().await;
+}
