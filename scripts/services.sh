@@ -140,6 +140,9 @@ ensure_packages() {
     package_installed ca-certificates || missing+=(ca-certificates)
     package_installed curl || command -v curl >/dev/null || missing+=(curl)
     package_installed apache2-utils || command -v htpasswd >/dev/null || missing+=(apache2-utils)
+    # The UI's browser tests (tests/it/browser.rs) drive Debian's Chromium through chromedriver.
+    package_installed chromium || command -v chromium >/dev/null || missing+=(chromium)
+    package_installed chromium-driver || command -v chromedriver >/dev/null || missing+=(chromium-driver)
 
     if ((${#missing[@]} == 0)); then
         log "packages: all present"

@@ -14,16 +14,25 @@ use tokio_util::task::TaskTracker;
 use crate::auth::rate_limit::LoginRateLimiter;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
+use crate::deploy::{Deployer, DeployerDeps, DeployerOptions};
 use crate::docker::DockerEngine;
+use crate::docker::engine::ContainerEngine;
 use crate::domain::event::{NewEvent, Source};
 use crate::domain::user::{Password, Role, Username};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
+use crate::poll::{Poller, PollerParts};
+use crate::registry::{RegistryClient, RegistryClientConfig};
+use crate::routes::RouteTable;
 use crate::scheduler::Scheduler;
 use crate::secrets::SecretBox;
 use crate::settings::LiveSettings;
 use crate::store::Store;
 use crate::web::state::AppState;
+
+/// How long startup waits for Docker sync's first attempt (recovery and the first reconcile)
+/// before serving anyway: a hung engine must not keep docker-watcher from starting.
+const FIRST_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What can be swapped when the app is embedded (tests inject a movable clock).
 #[derive(Debug, Clone)]
@@ -43,6 +52,8 @@ impl Default for AppOptions {
 #[derive(Debug)]
 pub struct App {
     api_addr: SocketAddr,
+    proxy_addr: SocketAddr,
+    proxy_https_addr: Option<SocketAddr>,
     state: AppState,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -75,13 +86,101 @@ impl App {
         let bus = EventBus::new(store.clone(), clock.clone(), metrics.clone());
         let settings = LiveSettings::load(store.clone(), clock.clone()).await?;
         let docker = DockerEngine::connect(config.docker_host.as_deref())?;
+        let engine: Arc<dyn ContainerEngine> = Arc::new(docker.clone());
+        let registry =
+            RegistryClient::new(RegistryClientConfig::default()).context("building the registry client")?;
+        let routes = RouteTable::new(store.clone(), settings.clone());
+        routes.rebuild().await.context("building the route table")?;
+        let deployer = Deployer::new(
+            DeployerDeps {
+                store: store.clone(),
+                bus: bus.clone(),
+                engine: engine.clone(),
+                registry: registry.clone(),
+                routes: routes.clone(),
+                settings: settings.clone(),
+                secrets: secrets.clone(),
+                clock: clock.clone(),
+                installation_id: installation_id.clone(),
+                metrics: metrics.clone(),
+            },
+            DeployerOptions::default(),
+        )?;
         let generated_admin_password = bootstrap_admin(&store, &bus, &config, &clock).await?;
         let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let scheduler = Scheduler::new(tasks.clone(), clock.clone(), shutdown.clone());
+        // Docker sync before anything can deploy (the poller and the API come after): it
+        // recovers deploys a crash interrupted and reconciles every instance first. An engine
+        // that is down does not hold up the start — the first attempt failing is enough; sync
+        // recovers when the engine comes back.
+        let sync = crate::sync::start(
+            crate::sync::SyncDeps {
+                engine: engine.clone(),
+                store: store.clone(),
+                bus: bus.clone(),
+                routes: routes.clone(),
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+                installation_id: installation_id.clone(),
+            },
+            &tasks,
+            shutdown.clone(),
+        );
+        if tokio::time::timeout(FIRST_SYNC_TIMEOUT, sync.wait_first_attempt())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the first Docker sync is still running; starting without waiting for it");
+        }
+        let poller = Poller::new(PollerParts {
+            store: store.clone(),
+            bus: bus.clone(),
+            settings: settings.clone(),
+            registry: registry.clone(),
+            deployer: deployer.clone(),
+            scheduler: scheduler.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            tracker: tasks.clone(),
+            shutdown: shutdown.clone(),
+        });
+        // The stale scanner: its first scan waits for Docker sync's first reconcile, so it
+        // judges statuses that are true to the engine.
+        let stale = crate::stale::start(
+            crate::stale::StaleScanner::new(
+                crate::stale::StaleDeps {
+                    store: store.clone(),
+                    bus: bus.clone(),
+                    engine: engine.clone(),
+                    settings: settings.clone(),
+                    routes: routes.clone(),
+                    clock: clock.clone(),
+                    metrics: metrics.clone(),
+                    installation_id: installation_id.clone(),
+                },
+                crate::stale::StaleOptions::default(),
+            ),
+            &scheduler,
+            {
+                let sync = sync.clone();
+                async move { sync.wait_reconciled().await }
+            },
+            &tasks,
+            shutdown.clone(),
+        );
 
         let state = AppState {
             store: store.clone(),
             bus: bus.clone(),
             docker,
+            engine,
+            registry,
+            routes,
+            deployer,
+            poller: poller.clone(),
+            sync,
+            stale,
             settings: settings.clone(),
             secrets,
             clock: clock.clone(),
@@ -97,7 +196,6 @@ impl App {
             .await
             .with_context(|| format!("binding the API listener on {}", config.listen))?;
         let api_addr = listener.local_addr()?;
-        let tasks = TaskTracker::new();
 
         let router = crate::web::router(state.clone());
         let stop = shutdown.clone();
@@ -110,13 +208,24 @@ impl App {
                 tracing::error!(error = %e, "API listener failed");
             }
         });
-        let scheduler = Scheduler::new(tasks.clone(), clock.clone(), shutdown.clone());
+        let (proxy_addr, proxy_https_addr) = match spawn_proxy(&config, &state, &tasks, &shutdown).await {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+        };
         crate::events::retention::spawn_retention(&scheduler, store.clone(), settings, clock.clone());
         tasks.spawn(crate::auth::sessions::prune_sessions_loop(
             store.clone(),
             clock.clone(),
             shutdown.clone(),
         ));
+
+        if let Err(e) = poller.refresh().await {
+            shutdown.cancel();
+            return Err(e.context("starting the registry poller"));
+        }
 
         bus.publish(NewEvent::info(
             Source::System,
@@ -126,6 +235,8 @@ impl App {
         tracing::info!(%api_addr, "docker-watcher is serving");
         Ok(App {
             api_addr,
+            proxy_addr,
+            proxy_https_addr,
             state,
             shutdown,
             tasks,
@@ -135,6 +246,16 @@ impl App {
 
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
+    }
+
+    /// The reverse proxy's plain-HTTP listener.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    /// The reverse proxy's HTTPS listener, when certificates are configured.
+    pub fn proxy_https_addr(&self) -> Option<SocketAddr> {
+        self.proxy_https_addr
     }
 
     /// The handles the application runs on (tests read the store and publish events with them).
@@ -154,6 +275,79 @@ impl App {
         self.tasks.wait().await;
         self.state.store.close().await;
     }
+}
+
+/// Binds the reverse proxy's listeners — plain HTTP, and HTTPS when certificates are configured
+/// (their files are loaded here, so a bad one stops the start naming it) — and serves them under
+/// the app's shutdown token. Returns the bound addresses.
+async fn spawn_proxy(
+    config: &Config,
+    state: &AppState,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
+    use crate::proxy::tls::CertificateFiles;
+    use crate::proxy::{ListenerKind, Proxy, ProxyOptions};
+
+    let settings = &config.proxy;
+    let options = ProxyOptions {
+        connect_timeout: settings.connect_timeout,
+        response_timeout: settings.response_timeout,
+        idle_timeout: settings.idle_timeout,
+        client_header_timeout: settings.idle_timeout,
+        ..ProxyOptions::default()
+    };
+    let proxy = Proxy::new(
+        state.routes.clone(),
+        state.metrics.clone(),
+        state.clock.clone(),
+        options,
+        shutdown.clone(),
+    )?;
+    let https = match settings.https_listen {
+        Some(addr) => {
+            let files: Vec<CertificateFiles> = settings
+                .tls
+                .iter()
+                .map(|t| CertificateFiles {
+                    hostname: t.hostname.clone(),
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                })
+                .collect();
+            let acceptor = crate::proxy::tls::acceptor(&files).context("proxy.tls")?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the proxy's HTTPS listener on {addr}"))?;
+            Some((listener.local_addr()?, listener, acceptor))
+        }
+        None => None,
+    };
+    let listener = TcpListener::bind(config.proxy_listen)
+        .await
+        .with_context(|| format!("binding the proxy listener on {}", config.proxy_listen))?;
+    let proxy_addr = listener.local_addr()?;
+    let redirect_to_https_port = https
+        .as_ref()
+        .filter(|_| settings.redirect_http_to_https)
+        .map(|(addr, ..)| addr.port());
+    tasks.spawn(crate::proxy::serve(
+        listener,
+        proxy.clone(),
+        ListenerKind::Http {
+            redirect_to_https_port,
+        },
+    ));
+    let https_addr = https.map(|(addr, listener, acceptor)| {
+        tasks.spawn(crate::proxy::serve(
+            listener,
+            proxy,
+            ListenerKind::Https(acceptor),
+        ));
+        addr
+    });
+    tracing::info!(%proxy_addr, ?https_addr, "the reverse proxy is serving");
+    Ok((proxy_addr, https_addr))
 }
 
 /// Creates the user `admin` on the first start, with `DOCKER_WATCHER_ADMIN_PASSWORD` or a

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::domain::duration::HumanDuration;
+
 /// The default config file, read when present.
 pub const DEFAULT_CONFIG_FILE: &str = "./docker-watcher.toml";
 
@@ -106,6 +108,62 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     docker_host: Option<String>,
     log_format: Option<LogFormat>,
+    proxy_https_listen: Option<String>,
+    proxy_redirect_http_to_https: Option<bool>,
+    proxy: Option<FileProxyConfig>,
+}
+
+/// The `[proxy]` table of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProxyConfig {
+    connect_timeout: Option<HumanDuration>,
+    response_timeout: Option<HumanDuration>,
+    idle_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    tls: Vec<TlsCertificateConfig>,
+}
+
+/// One `[[proxy.tls]]` entry: the certificate and key PEM files for a hostname or a wildcard
+/// (`*.example.com`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertificateConfig {
+    pub hostname: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The reverse proxy's configuration beyond its plain listener (`proxy_listen`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// The HTTPS listener (`proxy_https_listen`; `0.0.0.0:8443` when certificates are given
+    /// without it). None: plain HTTP only.
+    pub https_listen: Option<SocketAddr>,
+    /// Redirect plain-HTTP requests for routed hosts to HTTPS (`proxy_redirect_http_to_https`).
+    pub redirect_http_to_https: bool,
+    /// `[[proxy.tls]]`: certificates by hostname, chosen by SNI.
+    pub tls: Vec<TlsCertificateConfig>,
+    /// `[proxy] connect_timeout` (default 5s): connecting to an upstream.
+    pub connect_timeout: std::time::Duration,
+    /// `[proxy] response_timeout` (default 60s): waiting for an upstream's response headers.
+    pub response_timeout: std::time::Duration,
+    /// `[proxy] idle_timeout` (default 60s): an upstream silent mid-body, or a client idle
+    /// between requests.
+    pub idle_timeout: std::time::Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            https_listen: None,
+            redirect_http_to_https: false,
+            tls: Vec::new(),
+            connect_timeout: std::time::Duration::from_secs(5),
+            response_timeout: std::time::Duration::from_secs(60),
+            idle_timeout: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 /// The validated configuration.
@@ -122,6 +180,8 @@ pub struct Config {
     pub secret_key: Option<String>,
     /// The webhook token; else generated once and kept in the store.
     pub webhook_token: Option<String>,
+    /// The reverse proxy's TLS, redirect and timeouts.
+    pub proxy: ProxyConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -130,6 +190,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("proxy_listen", &self.proxy_listen)
+            .field("proxy", &self.proxy)
             .field("data_dir", &self.data_dir)
             .field("docker_host", &self.docker_host)
             .field("log_format", &self.log_format)
@@ -181,6 +242,7 @@ impl Config {
             admin_password: None,
             secret_key: None,
             webhook_token: None,
+            proxy: ProxyConfig::default(),
         }
     }
 
@@ -212,6 +274,11 @@ impl Config {
             .or(file.docker_host)
             .filter(|h| !h.is_empty());
         let log_format = args.log_format.or(file.log_format).unwrap_or_default();
+        let proxy = proxy_config(
+            file.proxy.unwrap_or_default(),
+            file.proxy_https_listen,
+            file.proxy_redirect_http_to_https,
+        )?;
 
         let config = Config {
             listen: parse_addr("listen", &listen)?,
@@ -222,6 +289,7 @@ impl Config {
             admin_password: secrets.admin_password,
             secret_key: secrets.secret_key,
             webhook_token: secrets.webhook_token,
+            proxy,
         };
         config.validate()?;
         Ok(config)
@@ -273,6 +341,76 @@ impl Config {
                 key: "proxy_listen",
                 message: format!("must differ from listen ({})", self.listen),
             });
+        }
+        self.proxy.validate(self.listen, self.proxy_listen)
+    }
+}
+
+/// Merges the proxy's file settings with their defaults.
+fn proxy_config(
+    file: FileProxyConfig,
+    https_listen: Option<String>,
+    redirect: Option<bool>,
+) -> Result<ProxyConfig, ConfigError> {
+    let defaults = ProxyConfig::default();
+    let https_listen = match https_listen {
+        Some(raw) => Some(parse_addr("proxy_https_listen", &raw)?),
+        None if !file.tls.is_empty() => Some(parse_addr("proxy_https_listen", "0.0.0.0:8443")?),
+        None => None,
+    };
+    Ok(ProxyConfig {
+        https_listen,
+        redirect_http_to_https: redirect.unwrap_or(false),
+        tls: file.tls,
+        connect_timeout: file
+            .connect_timeout
+            .map_or(defaults.connect_timeout, |d| d.as_std()),
+        response_timeout: file
+            .response_timeout
+            .map_or(defaults.response_timeout, |d| d.as_std()),
+        idle_timeout: file.idle_timeout.map_or(defaults.idle_timeout, |d| d.as_std()),
+    })
+}
+
+impl ProxyConfig {
+    /// Checks what can be checked before the listeners start: a certificate for HTTPS, valid
+    /// hostnames, and readable certificate and key files (so a typo fails at start, naming the
+    /// key, not at the first handshake).
+    fn validate(&self, listen: SocketAddr, proxy_listen: SocketAddr) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        if let Some(https) = self.https_listen {
+            if self.tls.is_empty() {
+                return Err(invalid(
+                    "proxy_https_listen",
+                    "needs at least one [[proxy.tls]] certificate".into(),
+                ));
+            }
+            if https.port() != 0 && (https == listen || https == proxy_listen) {
+                return Err(invalid(
+                    "proxy_https_listen",
+                    format!("must differ from listen and proxy_listen ({https})"),
+                ));
+            }
+        }
+        if self.redirect_http_to_https && self.tls.is_empty() {
+            return Err(invalid(
+                "proxy_redirect_http_to_https",
+                "needs at least one [[proxy.tls]] certificate".into(),
+            ));
+        }
+        for (i, entry) in self.tls.iter().enumerate() {
+            let which = format!("entry {} ({})", i + 1, entry.hostname);
+            if let Err(e) = crate::domain::hostname::Hostname::parse_wildcard(&entry.hostname) {
+                return Err(invalid("proxy.tls.hostname", format!("{which}: {e}")));
+            }
+            for (key, path) in [("proxy.tls.cert", &entry.cert), ("proxy.tls.key", &entry.key)] {
+                if let Err(e) = std::fs::File::open(path) {
+                    return Err(invalid(
+                        key,
+                        format!("{which}: cannot read {}: {e}", path.display()),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -364,5 +502,42 @@ mod tests {
                 .to_string()
                 .starts_with("docker_host:")
         );
+    }
+
+    #[test]
+    fn proxy_tls_settings_are_validated_at_start_naming_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let load = |toml: &str| {
+            std::fs::write(&file, toml).unwrap();
+            let a = GlobalArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            };
+            Config::load(&a, SecretEnv::default())
+        };
+        let err = load("[[proxy.tls]]\nhostname = \"app.example.test\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("proxy.tls.cert:"), "{err}");
+        assert!(err.contains("/nonexistent/c.pem"), "{err}");
+        let err = load("proxy_redirect_http_to_https = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("proxy_redirect_http_to_https:"), "{err}");
+        let err = load("proxy_https_listen = \"127.0.0.1:8443\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("proxy_https_listen:"), "{err}");
+
+        let pem = dir.path().join("x.pem");
+        std::fs::write(&pem, "").unwrap();
+        let toml = format!(
+            "[proxy]\nresponse_timeout = \"1s\"\n[[proxy.tls]]\nhostname = \"*.example.test\"\ncert = {pem:?}\nkey = {pem:?}\n"
+        );
+        let config = load(&toml).unwrap();
+        assert_eq!(config.proxy.https_listen, Some("0.0.0.0:8443".parse().unwrap()));
+        assert_eq!(config.proxy.response_timeout, std::time::Duration::from_secs(1));
+        assert_eq!(config.proxy.connect_timeout, std::time::Duration::from_secs(5));
     }
 }

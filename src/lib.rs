@@ -6,11 +6,17 @@
 //! - [`domain`]: parsed values and plain records; no IO.
 //! - [`clock`]: where time comes from (injectable for tests).
 //! - [`config`]: the validated configuration and the command line.
-//! - Edges, which know only `domain`: [`store`] (SQLite), [`docker`] (the engine).
+//! - Edges, which know only `domain`: [`store`] (SQLite), [`docker`] (the engine), [`registry`]
+//!   (the OCI distribution API: tags, manifest digests, registry auth).
 //! - Services: [`secrets`] (encryption at rest), [`auth`] (credentials), [`metrics`],
 //!   [`events`] (the bus and retention), [`settings`] (live settings), [`scheduler`] (the loop
 //!   every periodic job runs on).
-//! - On top: [`web`] (the API listener).
+//! - Workflows: [`routes`] (the route table the proxy serves), [`deploy`] (pull → create →
+//!   health gate → switch → stop old; rollback, per-tag syncs, instance actions), [`poll`]
+//!   (registry watching: which stage needs which deploy, the polling jobs, webhooks), [`sync`]
+//!   (keeps instance statuses true to Docker: events, reconcile, recovery of interrupted deploys),
+//!   [`stale`] (the stale rule, the scan job with one Docker list call, cleanup).
+//! - On top: [`web`] (the API listener), [`proxy`] (the reverse proxy on its own listeners).
 //! - [`app`]: the composition root; [`admin`]: the offline user and token commands.
 
 pub mod admin;
@@ -18,12 +24,19 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod deploy;
 pub mod docker;
 pub mod domain;
 pub mod events;
 pub mod metrics;
+pub mod poll;
+pub mod proxy;
+pub mod registry;
+pub mod routes;
 pub mod scheduler;
 pub mod secrets;
 pub mod settings;
+pub mod stale;
 pub mod store;
+pub mod sync;
 pub mod web;

@@ -92,6 +92,46 @@ impl EventBus {
         published
     }
 
+    /// Publishes several events at once, as [`EventBus::publish`] would one by one, except that
+    /// the persisted ones are written in one transaction (and stamped with one time): a stale
+    /// scan may warn about thousands of instances in one go, and one commit per event would
+    /// cost more than the scan itself. Persisted events are still broadcast in id order.
+    pub async fn publish_many(&self, events: Vec<NewEvent>) {
+        let mut persistent = Vec::new();
+        for event in events {
+            self.metrics
+                .events_published
+                .get_or_create(&EventLabels {
+                    severity: event.severity.as_str(),
+                    source: event.source.as_str(),
+                })
+                .inc();
+            trace_event(&event);
+            if event.is_persistent() {
+                persistent.push(event);
+            } else {
+                let _ = self.all.send(Arc::new(unstored(event, self.clock.now())));
+            }
+        }
+        if persistent.is_empty() {
+            return;
+        }
+        let _guard = self.publish_lock.lock().await;
+        let ts = self.clock.now();
+        let published: Vec<Event> = match self.store.insert_events_returning(&persistent, ts).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(error = %e, count = persistent.len(), "could not persist events; broadcasting them without ids");
+                persistent.into_iter().map(|event| unstored(event, ts)).collect()
+            }
+        };
+        for event in published {
+            let event = Arc::new(event);
+            let _ = self.persisted.send(event.clone());
+            let _ = self.all.send(event);
+        }
+    }
+
     /// Subscribes to persisted events only, or to all events with `all`. Events published after
     /// this call are received; to also read what is already in the store without a gap,
     /// subscribe *first*, then read the store, then drop received events whose id is not above
@@ -193,6 +233,26 @@ mod tests {
             Err(broadcast::error::TryRecvError::Empty)
         ));
         assert_eq!(bus.store().latest_event_id().await.expect("a query"), None);
+    }
+
+    #[tokio::test]
+    async fn many_events_published_at_once_are_stored_in_one_go_and_broadcast_in_id_order() {
+        let (bus, _dir) = bus().await;
+        let mut persisted = bus.subscribe(false);
+        let mut all = bus.subscribe(true);
+        bus.publish_many(vec![
+            NewEvent::warn(Source::Stale, "one"),
+            NewEvent::info(Source::Stale, "transient"),
+            NewEvent::warn(Source::Stale, "two"),
+        ])
+        .await;
+        let one = persisted.recv().await.expect("an event");
+        let two = persisted.recv().await.expect("an event");
+        assert_eq!((one.message.as_str(), two.message.as_str()), ("one", "two"));
+        assert!(one.id.expect("an id") < two.id.expect("an id"));
+        assert_eq!(all.recv().await.expect("an event").message, "transient");
+        assert_eq!(bus.store().latest_event_id().await.expect("a query"), two.id);
+        bus.publish_many(Vec::new()).await;
     }
 
     #[tokio::test]

@@ -138,6 +138,19 @@ impl Store {
         rows.into_iter().map(DeploymentRow::into_deployment).collect()
     }
 
+    /// Every deployment still `running`, oldest first: at startup these are the deploys a crash
+    /// interrupted (Docker sync finishes or rolls them back).
+    pub async fn list_running_deployments(&self) -> StoreResult<Vec<Deployment>> {
+        let rows: Vec<DeploymentRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            deployment_columns!(),
+            " FROM deployments WHERE status = 'running' ORDER BY id"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter().map(DeploymentRow::into_deployment).collect()
+    }
+
     /// Remembers that deploying `digest` on a stage failed (the latest failure wins).
     pub async fn record_failed_digest(
         &self,

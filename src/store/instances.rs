@@ -104,6 +104,8 @@ impl Store {
     /// on `hostname` when someone else routes it. An older instance of the same stage that held
     /// the hostname hands it over (see [`hostnames::claim_for_instance`]).
     pub async fn insert_instance(&self, new: &NewInstance) -> StoreResult<Instance> {
+        // Hostnames compare without case; the stored spelling is the canonical lower-case one.
+        let hostname = new.hostname.as_deref().map(str::to_ascii_lowercase);
         let mut tx = self.write_tx().await?;
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO instances (project_id, stage_id, image_tag, image_digest, status, hostname, created_at) \
@@ -112,15 +114,15 @@ impl Store {
         .bind(&new.image_tag)
         .bind(new.image_digest.as_deref())
         .bind(new.status.as_str())
-        .bind(new.hostname.as_deref())
+        .bind(hostname.as_deref())
         .bind(ts(new.created_at))
         .bind(new.stage_id)
         .bind(new.project_id)
         .fetch_optional(&mut *tx)
         .await?;
         let id = id.ok_or(StoreError::NotFound)?;
-        if let Some(hostname) = &new.hostname {
-            hostnames::claim_for_instance(&mut tx, &hostname.to_ascii_lowercase(), new.stage_id, id).await?;
+        if let Some(hostname) = &hostname {
+            hostnames::claim_for_instance(&mut tx, hostname, new.stage_id, id).await?;
         }
         let instance = fetch_instance(&mut tx, id).await?;
         tx.commit().await?;
@@ -251,6 +253,230 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Moves an instance to `status` only while it is still `expected`: for observers (Docker
+    /// sync, the stale scan) that must never overwrite a status a workflow set in the meantime
+    /// (a deploy, a cleanup). Stamps as [`Store::update_instance_status`] does, and entering
+    /// `running` as [`Store::mark_instance_alive`] does. `Ok(None)` when the row is gone or its
+    /// status moved on.
+    pub async fn update_instance_status_if(
+        &self,
+        id: i64,
+        expected: InstanceStatus,
+        status: InstanceStatus,
+        exit_code: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Instance>> {
+        let done = if status == InstanceStatus::Running {
+            sqlx::query(
+                "UPDATE instances SET status = 'running', last_alive_at = ?1, started_at = coalesce(started_at, ?1), \
+                 stale_since = NULL, stopped_at = NULL, exit_code = NULL WHERE id = ?2 AND status = ?3",
+            )
+            .bind(ts(now))
+            .bind(id)
+            .bind(expected.as_str())
+            .execute(self.pool())
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE instances SET status = ?1, \
+                   stopped_at = CASE WHEN ?2 THEN coalesce(stopped_at, ?3) ELSE stopped_at END, \
+                   exit_code = coalesce(?4, exit_code) \
+                 WHERE id = ?5 AND status = ?6",
+            )
+            .bind(status.as_str())
+            .bind(is_stopped(status))
+            .bind(ts(now))
+            .bind(exit_code)
+            .bind(id)
+            .bind(expected.as_str())
+            .execute(self.pool())
+            .await?
+        };
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        match self.get_instance(id).await {
+            Ok(instance) => Ok(Some(instance)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A status an observer saw (the stale scan, from its one list call), written only while the
+/// row still has `expected` — the same guard as [`Store::update_instance_status_if`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObservedStatus {
+    pub id: i64,
+    pub expected: InstanceStatus,
+    /// `running` means "seen alive now": it refreshes `last_alive_at` and clears the stale mark
+    /// even when `expected` is `running` already.
+    pub status: InstanceStatus,
+    pub exit_code: Option<i64>,
+}
+
+/// What [`Store::write_stale_scan`] actually changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaleScanWritten {
+    /// Instances whose observed status was written.
+    pub observed: Vec<i64>,
+    /// Instances marked stale now: each one gets its single warning.
+    pub marked: Vec<i64>,
+    /// Marks taken off because the rule no longer holds.
+    pub unmarked: u64,
+}
+
+/// Statuses the stale mark and the stale cleanup never apply to: alive, or owned by a deploy or a
+/// cleanup in progress.
+const NEVER_STALE_SQL: &str = "('running', 'pending', 'deploying', 'removing')";
+
+/// A JSON array of ids, bound as one parameter and read with `json_each`: one statement per
+/// group however many rows, and no limit on bound parameters.
+fn id_array(ids: impl IntoIterator<Item = i64>) -> String {
+    let ids: Vec<i64> = ids.into_iter().collect();
+    serde_json::Value::from(ids).to_string()
+}
+
+/// Groups `(id, status)` pairs by status, in a stable order.
+fn by_status(pairs: impl IntoIterator<Item = (i64, InstanceStatus)>) -> Vec<(InstanceStatus, Vec<i64>)> {
+    let mut groups: Vec<(InstanceStatus, Vec<i64>)> = Vec::new();
+    for (id, status) in pairs {
+        match groups.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, ids)) => ids.push(id),
+            None => groups.push((status, vec![id])),
+        }
+    }
+    groups
+}
+
+impl Store {
+    /// Writes what one stale scan decided, in one transaction, every write conditional so that
+    /// nothing a workflow or Docker sync did since the scan's list is overwritten:
+    /// - `observed`: status refreshes, each only while the row has its `expected` status;
+    ///   sightings of running containers (the bulk of a scan) go in one statement per expected
+    ///   status;
+    /// - `marks`: `stale_since = now` for rows that still have the given status, are not marked
+    ///   yet and were last alive (or created) before `cutoff` — the rule, re-checked on the row;
+    /// - `unmarks`: the mark taken off rows (not `removing`) last alive at or after `cutoff`.
+    pub async fn write_stale_scan(
+        &self,
+        observed: &[ObservedStatus],
+        marks: &[(i64, InstanceStatus)],
+        unmarks: &[i64],
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<StaleScanWritten> {
+        let mut written = StaleScanWritten::default();
+        if observed.is_empty() && marks.is_empty() && unmarks.is_empty() {
+            return Ok(written);
+        }
+        let now_ts = ts(now);
+        let cutoff_ts = ts(cutoff);
+        let mut tx = self.write_tx().await?;
+        let alive = observed
+            .iter()
+            .filter(|o| o.status == InstanceStatus::Running)
+            .map(|o| (o.id, o.expected));
+        for (expected, ids) in by_status(alive) {
+            let done: Vec<i64> = sqlx::query_scalar(
+                "UPDATE instances SET status = 'running', last_alive_at = ?1, started_at = coalesce(started_at, ?1), \
+                 stale_since = NULL, stopped_at = NULL, exit_code = NULL \
+                 WHERE status = ?2 AND id IN (SELECT value FROM json_each(?3)) RETURNING id",
+            )
+            .bind(&now_ts)
+            .bind(expected.as_str())
+            .bind(id_array(ids))
+            .fetch_all(&mut *tx)
+            .await?;
+            written.observed.extend(done);
+        }
+        for change in observed.iter().filter(|o| o.status != InstanceStatus::Running) {
+            let done = sqlx::query(
+                "UPDATE instances SET status = ?1, \
+                   stopped_at = CASE WHEN ?2 THEN coalesce(stopped_at, ?3) ELSE stopped_at END, \
+                   exit_code = coalesce(?4, exit_code) \
+                 WHERE id = ?5 AND status = ?6",
+            )
+            .bind(change.status.as_str())
+            .bind(is_stopped(change.status))
+            .bind(&now_ts)
+            .bind(change.exit_code)
+            .bind(change.id)
+            .bind(change.expected.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() > 0 {
+                written.observed.push(change.id);
+            }
+        }
+        for (expected, ids) in by_status(marks.iter().copied()) {
+            let done: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "UPDATE instances SET stale_since = ?1 \
+                 WHERE stale_since IS NULL AND status = ?2 AND status NOT IN {NEVER_STALE_SQL} \
+                   AND coalesce(last_alive_at, created_at) < ?3 \
+                   AND id IN (SELECT value FROM json_each(?4)) RETURNING id"
+            )))
+            .bind(&now_ts)
+            .bind(expected.as_str())
+            .bind(&cutoff_ts)
+            .bind(id_array(ids))
+            .fetch_all(&mut *tx)
+            .await?;
+            written.marked.extend(done);
+        }
+        if !unmarks.is_empty() {
+            let done = sqlx::query(
+                "UPDATE instances SET stale_since = NULL \
+                 WHERE stale_since IS NOT NULL AND status <> 'removing' \
+                   AND coalesce(last_alive_at, created_at) >= ?1 \
+                   AND id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(&cutoff_ts)
+            .bind(id_array(unmarks.iter().copied()))
+            .execute(&mut *tx)
+            .await?;
+            written.unmarked = done.rows_affected();
+        }
+        tx.commit().await?;
+        written.marked.sort_unstable();
+        Ok(written)
+    }
+
+    /// Instances a stale scan has marked (`stale_since` set), whatever their status now.
+    pub async fn list_instances_marked_stale(&self) -> StoreResult<Vec<Instance>> {
+        let rows: Vec<InstanceRow> = sqlx::query_as(concat!(
+            instance_select!(),
+            " WHERE i.stale_since IS NOT NULL ORDER BY i.id"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter().map(InstanceRow::into_instance).collect()
+    }
+
+    /// Claims a stale instance for its cleanup: status `removing`, in one conditional statement,
+    /// only while the row still has `expected`, still carries its stale mark and was last alive
+    /// (or created) before `cutoff`. `false` when another cleanup claimed it first, or it came
+    /// back, or it is gone — two concurrent cleanups of one instance remove it once. The previous
+    /// status is `expected`, for the caller to put back if the cleanup fails.
+    pub async fn begin_stale_removal(
+        &self,
+        id: i64,
+        expected: InstanceStatus,
+        cutoff: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE instances SET status = 'removing' \
+             WHERE id = ?1 AND status = ?2 AND status NOT IN {NEVER_STALE_SQL} \
+               AND stale_since IS NOT NULL AND coalesce(last_alive_at, created_at) < ?3"
+        )))
+        .bind(id)
+        .bind(expected.as_str())
+        .bind(ts(cutoff))
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }
 
@@ -516,5 +742,238 @@ mod tests {
             store.delete_instance(second.id).await,
             Err(StoreError::NotFound)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_conditional_status_change_applies_only_to_the_expected_status() {
+        let (store, _dir) = temp_store().await;
+        let (project, stage) = shop_prod(&store).await;
+        let instance = store
+            .insert_instance(&new_instance(project.id, stage.id, "v1", 0))
+            .await
+            .unwrap();
+        let skipped = store
+            .update_instance_status_if(
+                instance.id,
+                InstanceStatus::Running,
+                InstanceStatus::Failed,
+                Some(1),
+                at(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(skipped, None);
+        let alive = store
+            .update_instance_status_if(
+                instance.id,
+                InstanceStatus::Pending,
+                InstanceStatus::Running,
+                None,
+                at(2),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (alive.status, alive.last_alive_at),
+            (InstanceStatus::Running, Some(at(2)))
+        );
+        let failed = store
+            .update_instance_status_if(
+                instance.id,
+                InstanceStatus::Running,
+                InstanceStatus::Failed,
+                Some(137),
+                at(3),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (failed.status, failed.exit_code, failed.stopped_at),
+            (InstanceStatus::Failed, Some(137), Some(at(3)))
+        );
+        assert_eq!(
+            store
+                .update_instance_status_if(999, InstanceStatus::Running, InstanceStatus::Stopped, None, at(4))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    /// Three instances of one stage, each with a container, for the stale-scan writes.
+    async fn three_with_containers(store: &Store) -> Vec<Instance> {
+        let (project, stage) = shop_prod(store).await;
+        let mut out = Vec::new();
+        for n in 0..3 {
+            let i = store
+                .insert_instance(&new_instance(project.id, stage.id, &format!("v{n}"), 0))
+                .await
+                .unwrap();
+            out.push(
+                store
+                    .set_instance_container(i.id, &format!("c{n}"), &format!("dw-shop-prod-{}", i.id), None)
+                    .await
+                    .unwrap(),
+            );
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_stale_scan_writes_sightings_changes_and_marks_only_where_the_row_agrees() {
+        let (store, _dir) = temp_store().await;
+        let rows = three_with_containers(&store).await;
+        let (a, b, c) = (rows[0].id, rows[1].id, rows[2].id);
+        store.mark_instance_alive(a, at(10)).await.unwrap();
+        store
+            .update_instance_status(b, InstanceStatus::Stopped, Some(0), at(10))
+            .await
+            .unwrap();
+        store
+            .update_instance_status(c, InstanceStatus::Failed, Some(1), at(10))
+            .await
+            .unwrap();
+        let observed = [
+            ObservedStatus {
+                id: a,
+                expected: InstanceStatus::Running,
+                status: InstanceStatus::Running,
+                exit_code: None,
+            },
+            // Decided on a status the row no longer has: skipped.
+            ObservedStatus {
+                id: b,
+                expected: InstanceStatus::Running,
+                status: InstanceStatus::Missing,
+                exit_code: None,
+            },
+            ObservedStatus {
+                id: c,
+                expected: InstanceStatus::Failed,
+                status: InstanceStatus::Missing,
+                exit_code: None,
+            },
+        ];
+        let marks = [(b, InstanceStatus::Stopped), (c, InstanceStatus::Missing)];
+        let written = store
+            .write_stale_scan(&observed, &marks, &[], at(50), at(100))
+            .await
+            .unwrap();
+        assert_eq!(written.observed, vec![a, c]);
+        assert_eq!(written.marked, vec![b, c]);
+        let a_now = store.get_instance(a).await.unwrap();
+        assert_eq!(a_now.last_alive_at, Some(at(100)));
+        let c_now = store.get_instance(c).await.unwrap();
+        assert_eq!(
+            (c_now.status, c_now.exit_code, c_now.stale_since),
+            (InstanceStatus::Missing, Some(1), Some(at(100)))
+        );
+
+        // Marked already: a second scan does not mark again, so nobody warns again.
+        let again = store
+            .write_stale_scan(&[], &marks, &[], at(150), at(200))
+            .await
+            .unwrap();
+        assert!(again.marked.is_empty());
+        assert_eq!(store.get_instance(b).await.unwrap().stale_since, Some(at(100)));
+
+        // A raised threshold takes the mark off; a sighting clears it too.
+        let unmarked = store
+            .write_stale_scan(&[], &[], &[b], at(0), at(300))
+            .await
+            .unwrap();
+        assert_eq!(unmarked.unmarked, 1);
+        assert_eq!(store.get_instance(b).await.unwrap().stale_since, None);
+        let seen = [ObservedStatus {
+            id: c,
+            expected: InstanceStatus::Missing,
+            status: InstanceStatus::Running,
+            exit_code: None,
+        }];
+        store
+            .write_stale_scan(&seen, &[], &[], at(5), at(300))
+            .await
+            .unwrap();
+        let c_alive = store.get_instance(c).await.unwrap();
+        assert_eq!(
+            (c_alive.status, c_alive.stale_since),
+            (InstanceStatus::Running, None)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_mark_is_refused_when_the_row_was_alive_after_the_cutoff_or_is_running() {
+        let (store, _dir) = temp_store().await;
+        let rows = three_with_containers(&store).await;
+        let (a, b) = (rows[0].id, rows[1].id);
+        store.mark_instance_alive(a, at(60)).await.unwrap();
+        store
+            .update_instance_status(a, InstanceStatus::Stopped, None, at(61))
+            .await
+            .unwrap();
+        store.mark_instance_alive(b, at(10)).await.unwrap();
+        let written = store
+            .write_stale_scan(
+                &[],
+                &[(a, InstanceStatus::Stopped), (b, InstanceStatus::Running)],
+                &[],
+                at(50),
+                at(100),
+            )
+            .await
+            .unwrap();
+        assert!(written.marked.is_empty(), "{written:?}");
+    }
+
+    #[tokio::test]
+    async fn only_one_of_two_concurrent_claims_of_a_stale_instance_wins() {
+        let (store, _dir) = temp_store().await;
+        let rows = three_with_containers(&store).await;
+        let (a, b) = (rows[0].id, rows[1].id);
+        for id in [a, b] {
+            store
+                .update_instance_status(id, InstanceStatus::Stopped, None, at(1))
+                .await
+                .unwrap();
+        }
+        store
+            .write_stale_scan(&[], &[(a, InstanceStatus::Stopped)], &[], at(50), at(100))
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .begin_stale_removal(b, InstanceStatus::Stopped, at(50))
+                .await
+                .unwrap(),
+            "not marked: not claimable"
+        );
+        assert!(
+            !store
+                .begin_stale_removal(a, InstanceStatus::Failed, at(50))
+                .await
+                .unwrap(),
+            "decided on another status"
+        );
+        let (first, second) = tokio::join!(
+            store.begin_stale_removal(a, InstanceStatus::Stopped, at(50)),
+            store.begin_stale_removal(a, InstanceStatus::Stopped, at(50)),
+        );
+        assert!(first.unwrap() ^ second.unwrap(), "exactly one claim wins");
+        assert_eq!(
+            store.get_instance(a).await.unwrap().status,
+            InstanceStatus::Removing
+        );
+        assert_eq!(
+            store
+                .list_instances_marked_stale()
+                .await
+                .unwrap()
+                .iter()
+                .map(|i| i.id)
+                .collect::<Vec<_>>(),
+            vec![a]
+        );
     }
 }

@@ -12,6 +12,7 @@
 //! - [`projects`], [`stages`]: configuration; [`hostnames`]: the claims that keep a routed
 //!   hostname unique across stages, instances and standalone proxies.
 //! - [`instances`], [`deployments`]: what runs and what was attempted; failed digests.
+//! - [`poll_state`]: what the poller keeps between polls (digests' first-seen times).
 //! - [`proxies`]: standalone proxies.
 //! - [`settings`]: typed settings as key/value JSON.
 //! - [`events`]: the event log.
@@ -21,6 +22,7 @@ pub mod events;
 pub mod hostnames;
 pub mod installation;
 pub mod instances;
+pub mod poll_state;
 pub mod projects;
 pub mod proxies;
 pub mod settings;

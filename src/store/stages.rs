@@ -491,6 +491,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn of_concurrent_stages_claiming_one_hostname_exactly_one_wins() {
+        let (store, _dir) = temp_store().await;
+        let shop = store.insert_project(&new_project("shop"), at(0)).await.unwrap();
+        let attempts = (0..6).map(|i| {
+            let store = store.clone();
+            let new = NewStage {
+                hostname: Some(host("race.example.com")),
+                ..new_stage(&format!("s{i}"))
+            };
+            tokio::spawn(async move { store.insert_stage(shop.id, &new, at(0)).await })
+        });
+        let results: Vec<_> = futures::future::join_all(attempts)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+        assert!(
+            results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(
+                e,
+                StoreError::Conflict {
+                    field: "hostname",
+                    ..
+                }
+            )),
+            "{results:?}"
+        );
+        assert_eq!(store.list_stages(shop.id).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
     async fn updating_a_hostname_moves_the_claim_and_clearing_it_releases_it() {
         let (store, _dir) = temp_store().await;
         let shop = store.insert_project(&new_project("shop"), at(0)).await.unwrap();

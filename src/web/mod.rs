@@ -8,6 +8,7 @@
 //! - [`extract`]: `ApiJson`, `ApiQuery`.
 //! - [`auth`]: `CurrentUser`, `Viewer`, `Member`, `Admin` extractors.
 //! - [`api`]: one file per resource.
+//! - [`ui`]: the server-rendered pages (HTML, not in the OpenAPI document).
 
 pub mod api;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod extract;
 pub mod path;
 pub mod sse;
 pub mod state;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -69,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .split_for_parts();
     router
+        .merge(ui::routes())
         .fallback(fallback)
         .layer(axum::Extension(Arc::new(doc)))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))

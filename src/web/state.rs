@@ -7,18 +7,39 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::rate_limit::LoginRateLimiter;
 use crate::clock::SharedClock;
+use crate::deploy::Deployer;
 use crate::docker::DockerEngine;
+use crate::docker::engine::ContainerEngine;
 use crate::events::EventBus;
 use crate::metrics::Metrics;
+use crate::poll::Poller;
+use crate::registry::RegistryClient;
+use crate::routes::RouteTable;
 use crate::secrets::SecretBox;
 use crate::settings::LiveSettings;
+use crate::stale::StaleHandle;
 use crate::store::Store;
+use crate::sync::SyncHandle;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
     pub bus: EventBus,
     pub docker: DockerEngine,
+    /// The same engine behind the trait workflows use (logs, and what handlers read directly).
+    pub engine: Arc<dyn ContainerEngine>,
+    /// The registry client, shared so its per-host budgets and token cache are one.
+    pub registry: RegistryClient,
+    /// What the reverse proxy routes; rebuilt after every change of stages, instances, proxies.
+    pub routes: RouteTable,
+    /// The deploy workflow: deploy, rollback, instance actions (one lock per stage).
+    pub deployer: Deployer,
+    /// Registry watching: stage poll jobs, polls on demand and from webhooks.
+    pub poller: Poller,
+    /// Docker sync: reconcile on demand, and whether the first reconcile is done.
+    pub sync: SyncHandle,
+    /// The stale scanner: scans on demand (through its job), the stale list, cleanups.
+    pub stale: StaleHandle,
     pub settings: LiveSettings,
     pub secrets: SecretBox,
     pub clock: SharedClock,
@@ -33,4 +54,15 @@ pub struct AppState {
     /// Cancelled when the application stops; long-lived responses (the event stream) end on it
     /// so the listener's graceful shutdown does not wait for them forever.
     pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Rebuilds the route table after a change of what is routed (a stage's hostname, a
+    /// standalone proxy, the `base_domain` setting). The change is already committed, so a
+    /// failure is logged rather than answered: the next rebuild catches up.
+    pub async fn refresh_routes(&self) {
+        if let Err(e) = self.routes.rebuild().await {
+            tracing::error!(error = %e, "could not rebuild the route table");
+        }
+    }
 }

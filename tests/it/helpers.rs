@@ -22,27 +22,42 @@ pub struct TestApp {
     pub data_dir: Arc<tempfile::TempDir>,
     pub clock: Arc<OffsetClock>,
     pub base_url: String,
+    /// Adjusts the configuration of every start (see [`spawn_app_with`]).
+    configure: Arc<dyn Fn(&mut Config) + Send + Sync>,
 }
 
 /// Starts the real application with a fresh data dir.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the real application with a fresh data dir and a configuration adjusted by
+/// `configure` (short proxy timeouts, TLS certificates), also on restarts.
+pub async fn spawn_app_with(configure: impl Fn(&mut Config) + Send + Sync + 'static) -> TestApp {
     init_test_tracing();
     let data_dir = Arc::new(tempfile::tempdir().expect("a temporary data dir"));
     let clock = Arc::new(OffsetClock::new());
-    let app = start(&data_dir, &clock).await;
+    let configure: Arc<dyn Fn(&mut Config) + Send + Sync> = Arc::new(configure);
+    let app = start(&data_dir, &clock, &*configure).await;
     let base_url = format!("http://{}", app.api_addr());
     TestApp {
         app: Some(app),
         data_dir,
         clock,
         base_url,
+        configure,
     }
 }
 
-async fn start(data_dir: &tempfile::TempDir, clock: &Arc<OffsetClock>) -> App {
+async fn start(
+    data_dir: &tempfile::TempDir,
+    clock: &Arc<OffsetClock>,
+    configure: &dyn Fn(&mut Config),
+) -> App {
     let mut config = Config::for_data_dir(data_dir.path());
     config.admin_password = Some(ADMIN_PASSWORD.to_owned());
     config.webhook_token = Some(WEBHOOK_TOKEN.to_owned());
+    configure(&mut config);
     App::spawn(config, AppOptions { clock: clock.clone() })
         .await
         .expect("the app starts")
@@ -75,7 +90,7 @@ impl TestApp {
         if let Some(app) = self.app.take() {
             app.stop().await;
         }
-        let app = start(&self.data_dir, &self.clock).await;
+        let app = start(&self.data_dir, &self.clock, &*self.configure).await;
         self.base_url = format!("http://{}", app.api_addr());
         self.app = Some(app);
     }

@@ -4,11 +4,22 @@
 //! [`helpers`].
 
 mod auth;
+mod browser;
+mod deploy;
+mod docker;
 mod events;
 mod helpers;
+mod instances;
 mod ops;
+mod poll;
 mod projects;
 mod proxies;
+mod proxy;
+mod registry;
 mod settings;
 mod stages;
+mod stale;
+mod sync;
 mod tidy;
+mod ui;
+mod webhook;

@@ -81,7 +81,7 @@ fn allowed_dependencies() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         "secrets",
         "auth",
     ];
-    let workflows = [&services[..], &["poll", "deploy", "stale", "routes"]].concat();
+    let workflows = [&services[..], &["poll", "deploy", "sync", "stale", "routes"]].concat();
     let mut web = workflows.clone();
     web.extend(["config", "web"]);
     let mut map = BTreeMap::new();
@@ -100,7 +100,7 @@ fn allowed_dependencies() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         BTreeSet::from(["domain", "clock", "metrics", "store", "scheduler", "settings"]),
     );
     map.insert("settings", BTreeSet::from(["domain", "clock", "store"]));
-    for workflow in ["poll", "deploy", "stale", "routes"] {
+    for workflow in ["poll", "deploy", "sync", "stale", "routes"] {
         map.insert(workflow, BTreeSet::from_iter(workflows.iter().copied()));
     }
     map.insert("web", BTreeSet::from_iter(web.iter().copied()));

@@ -1,25 +1,51 @@
-//! Registry webhooks. For now the admin's side only: `GET /api/hooks/registry/token` shows the
-//! secret a registry must send as `?token=` (configured by `DOCKER_WATCHER_WEBHOOK_TOKEN`, or
-//! generated once and kept in the store), so it can be pasted into the registry's settings.
+//! Registry webhooks (SPEC §3 "Webhooks", §4, §5).
+//!
+//! `POST /api/hooks/registry?token=…` is how a registry says "a tag was pushed": it takes no user
+//! credentials but the installation's webhook token, compared in constant time (401 when missing
+//! or wrong, before the body is looked at). The body is a CNCF distribution notification
+//! envelope (`application/vnd.docker.distribution.events.v1+json`, as the distribution registry
+//! sends it) or a Docker Hub push payload; whatever its content type, it is read as JSON
+//! ([`crate::poll::webhook`]). The pushes are matched to projects by repository (and registry
+//! host when the payload names it), each matching project is polled at once in the background,
+//! and the answer is `202 {"matched_projects": [ids]}` without waiting for the polls or deploys.
+//! A malformed payload is a 400 naming the field; a payload that matches nothing is a 202 with an
+//! empty list, since registries notify about every repository.
+//!
+//! `GET /api/hooks/registry/token` shows admins the token to paste into the registry's settings
+//! (configured by `DOCKER_WATCHER_WEBHOOK_TOKEN`, or generated once and kept in the store).
 
 use axum::Json;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::constant_time_eq;
+use crate::poll::webhook::parse_payload;
 use crate::web::auth::Admin;
-use crate::web::error::ErrorBody;
+use crate::web::error::{ErrorBody, WebError, WebResult};
 use crate::web::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(hooks_registry_token_get))
+    OpenApiRouter::new()
+        .routes(routes!(hooks_registry_token_get))
+        .routes(routes!(hooks_registry_post))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookToken {
     /// Append as `?token=` to `/api/hooks/registry` in the registry's notification settings.
     pub token: String,
+}
+
+/// The answer to a webhook: which projects are being polled.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookAccepted {
+    /// The ids of the projects whose repository the pushes went to; each is polled now.
+    pub matched_projects: Vec<i64>,
 }
 
 /// The webhook token registries must send.
@@ -38,4 +64,78 @@ async fn hooks_registry_token_get(State(state): State<AppState>, _: Admin) -> Js
     Json(WebhookToken {
         token: state.webhook_token.to_string(),
     })
+}
+
+/// Receives a registry's push notification.
+///
+/// Accepts CNCF distribution notification envelopes (`{"events": [{"action": "push",
+/// "target": {"repository", "tag", …}, "request": {"host"}}]}`; pulls and events without a tag
+/// are ignored) and Docker Hub push payloads (`{"push_data": {"tag"}, "repository":
+/// {"repo_name"}}`). Every project whose repository was pushed to is polled now, in the
+/// background; deploys it leads to have the trigger `webhook`.
+#[utoipa::path(
+    post,
+    path = "/api/hooks/registry",
+    tag = "hooks",
+    params(("token" = String, Query, description = "the webhook token (`GET /api/hooks/registry/token`)")),
+    request_body(
+        description = "a distribution notification envelope or a Docker Hub push payload",
+        content(
+            (serde_json::Value = "application/vnd.docker.distribution.events.v1+json"),
+            (serde_json::Value = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 202, body = WebhookAccepted, description = "the matching projects are being polled"),
+        (status = 400, body = ErrorBody, description = "the payload is malformed; `error.field` names what"),
+        (status = 401, body = ErrorBody, description = "the token is missing or wrong"),
+        (status = 413, body = ErrorBody, description = "the body is larger than 1 MiB"),
+    ),
+    security(()),
+)]
+async fn hooks_registry_post(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> WebResult<(StatusCode, Json<WebhookAccepted>)> {
+    let token = query.as_deref().and_then(|query| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "token")
+            .map(|(_, value)| value.into_owned())
+    });
+    if !token.is_some_and(|token| constant_time_eq(&token, &state.webhook_token)) {
+        return Err(WebError::unauthorized(
+            "missing or wrong webhook token: append ?token=… as shown by GET /api/hooks/registry/token",
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            WebError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                ..WebError::bad_request("the request body is larger than 1 MiB")
+            }
+        } else {
+            WebError::bad_request(format!("could not read the request body: {rejection}"))
+        }
+    })?;
+    let pushes = parse_payload(&body).map_err(|e| WebError::validation(e.field, e.message))?;
+    let matched = state
+        .poller
+        .match_pushes(&pushes)
+        .await
+        .map_err(WebError::internal)?;
+    let matched_projects: Vec<i64> = matched.iter().map(|(id, _)| *id).collect();
+    for push in &pushes {
+        tracing::info!(
+            registry = push.registry.as_deref().unwrap_or("-"),
+            repository = %push.repository,
+            tag = %push.tag,
+            projects = ?matched_projects,
+            "registry webhook: push"
+        );
+    }
+    for (project_id, pushes) in matched {
+        state.poller.poll_project_in_background(project_id, pushes);
+    }
+    Ok((StatusCode::ACCEPTED, Json(WebhookAccepted { matched_projects })))
 }

@@ -4,13 +4,18 @@
 //! DTOs to domain types on their first lines, and return `WebResult`.
 
 pub mod auth;
+pub mod deployments;
 pub mod events;
 pub mod hooks;
+pub mod instances;
 pub mod ops;
 pub mod projects;
 pub mod proxies;
 pub mod settings;
+pub mod stage_actions;
+pub mod stage_poll;
 pub mod stages;
+pub mod stale;
 pub mod tokens;
 pub mod users;
 
@@ -27,6 +32,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(tokens::routes())
         .merge(projects::routes())
         .merge(stages::routes())
+        .merge(stage_actions::routes())
+        .merge(stage_poll::routes())
+        .merge(instances::routes())
+        .merge(stale::routes())
+        .merge(deployments::routes())
         .merge(proxies::routes())
         .merge(settings::routes())
         .merge(events::routes())

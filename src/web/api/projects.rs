@@ -250,7 +250,7 @@ async fn projects_get(_: Viewer, State(state): State<AppState>) -> WebResult<Jso
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn projects_post(
+pub(crate) async fn projects_post(
     user: Member,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ProjectCreateRequest>,
@@ -340,7 +340,7 @@ async fn project_get(
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn project_patch(
+pub(crate) async fn project_patch(
     user: Member,
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -406,7 +406,7 @@ async fn project_patch(
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn project_delete(
+pub(crate) async fn project_delete(
     user: Admin,
     IdPath(id): IdPath,
     State(state): State<AppState>,

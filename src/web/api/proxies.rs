@@ -5,9 +5,8 @@
 //! instances and proxies, which the store enforces (409 `hostname`). Every change is recorded
 //! as an `info` event (source `api`) naming the actor.
 //!
-//! The reverse proxy that serves these routes comes in a later issue: its route-table refresh
-//! hooks in here, after each successful create, update and delete, so a change is live without
-//! waiting for a reconcile.
+//! The route table the reverse proxy serves is rebuilt here, after each successful create,
+//! update and delete, so a change is live without waiting for a reconcile.
 
 use axum::Json;
 use axum::extract::State;
@@ -170,7 +169,7 @@ async fn proxies_get(_: Viewer, State(state): State<AppState>) -> WebResult<Json
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn proxies_post(
+pub(crate) async fn proxies_post(
     user: Admin,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ProxyCreateRequest>,
@@ -184,7 +183,7 @@ async fn proxies_post(
     };
 
     let proxy = state.store.insert_proxy(&new, state.clock.now()).await?;
-    // Route-table refresh (reverse proxy, later issue) hooks in here.
+    state.refresh_routes().await;
     state
         .bus
         .publish(
@@ -245,7 +244,7 @@ async fn proxy_get(
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn proxy_patch(
+pub(crate) async fn proxy_patch(
     user: Admin,
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -274,7 +273,7 @@ async fn proxy_patch(
         .update_proxy(id, &patch, state.clock.now())
         .await
         .map_err(not_found_as(format!("no proxy with id {id}")))?;
-    // Route-table refresh (reverse proxy, later issue) hooks in here.
+    state.refresh_routes().await;
     state
         .bus
         .publish(
@@ -305,7 +304,7 @@ async fn proxy_patch(
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn proxy_delete(
+pub(crate) async fn proxy_delete(
     user: Admin,
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -313,7 +312,7 @@ async fn proxy_delete(
     let not_found = || not_found_as(format!("no proxy with id {id}"));
     let proxy = state.store.get_proxy(id).await.map_err(not_found())?;
     state.store.delete_proxy(id).await.map_err(not_found())?;
-    // Route-table refresh (reverse proxy, later issue) hooks in here.
+    state.refresh_routes().await;
     state
         .bus
         .publish(

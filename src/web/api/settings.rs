@@ -78,7 +78,7 @@ async fn settings_get(_: Viewer, State(state): State<AppState>) -> Json<Map<Stri
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn settings_patch(
+pub(crate) async fn settings_patch(
     admin: Admin,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Value>,
@@ -97,6 +97,8 @@ async fn settings_patch(
         .filter_map(|key| after.get(&key).map(|v| (key, v)))
         .collect();
     if !changed.is_empty() {
+        // `base_domain` names stages' and per-tag instances' routes.
+        state.refresh_routes().await;
         let actor = admin.user().username.to_string();
         let keys: Vec<&str> = changed.keys().map(String::as_str).collect();
         let message = format!("{actor} changed the settings {}", keys.join(", "));

@@ -8,8 +8,9 @@
 //! across stages, instances and standalone proxies, which the store enforces (409 `hostname`).
 //! Every change is recorded as an `info` event (source `api`) naming the actor.
 //!
-//! A stage's hostname is one of the reverse proxy's routes: when the proxy lands, a route-table
-//! refresh hooks in after each successful create, update and delete here.
+//! A stage's hostname is one of the reverse proxy's routes: the route table is rebuilt after each
+//! successful create, update and delete here. So is the poller's job plan: a new stage is polled at
+//! once, a changed schedule takes effect at once, a deleted stage is no longer polled.
 
 use axum::Json;
 use axum::extract::State;
@@ -258,7 +259,7 @@ async fn project_stages_get(
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn project_stages_post(
+pub(crate) async fn project_stages_post(
     user: Member,
     IdPath(project_id): IdPath,
     State(state): State<AppState>,
@@ -298,6 +299,8 @@ async fn project_stages_post(
         .insert_stage(project_id, &new, state.clock.now())
         .await
         .map_err(not_found_as(format!("no project with id {project_id}")))?;
+    state.refresh_routes().await;
+    state.poller.refresh_logged().await;
     state
         .bus
         .publish(
@@ -363,7 +366,7 @@ async fn stage_get(
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn stage_patch(
+pub(crate) async fn stage_patch(
     user: Member,
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -398,6 +401,8 @@ async fn stage_patch(
         .update_stage(id, &patch, state.clock.now())
         .await
         .map_err(not_found_as(format!("no stage with id {id}")))?;
+    state.refresh_routes().await;
+    state.poller.refresh_logged().await;
     state
         .bus
         .publish(
@@ -431,7 +436,7 @@ async fn stage_patch(
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn stage_delete(
+pub(crate) async fn stage_delete(
     user: Member,
     IdPath(id): IdPath,
     State(state): State<AppState>,
@@ -439,6 +444,8 @@ async fn stage_delete(
     let not_found = || not_found_as(format!("no stage with id {id}"));
     let stage = state.store.get_stage(id).await.map_err(not_found())?;
     state.store.delete_stage(id).await.map_err(not_found())?;
+    state.refresh_routes().await;
+    state.poller.refresh_logged().await;
     state
         .bus
         .publish(

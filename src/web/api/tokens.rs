@@ -106,7 +106,7 @@ async fn tokens_get(State(state): State<AppState>, caller: Viewer) -> WebResult<
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn tokens_post(
+pub(crate) async fn tokens_post(
     State(state): State<AppState>,
     caller: Viewer,
     ApiJson(body): ApiJson<TokenCreate>,
@@ -140,7 +140,7 @@ async fn tokens_post(
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn token_delete(
+pub(crate) async fn token_delete(
     State(state): State<AppState>,
     caller: Viewer,
     IdPath(id): IdPath,

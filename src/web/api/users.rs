@@ -124,7 +124,7 @@ async fn users_get(State(state): State<AppState>, _: Admin) -> WebResult<Json<Us
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn users_post(
+pub(crate) async fn users_post(
     State(state): State<AppState>,
     Admin(admin): Admin,
     ApiJson(body): ApiJson<UserCreate>,
@@ -178,7 +178,7 @@ async fn users_post(
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn user_patch(
+pub(crate) async fn user_patch(
     State(state): State<AppState>,
     Admin(admin): Admin,
     IdPath(id): IdPath,
@@ -264,7 +264,7 @@ async fn user_patch(
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn user_delete(
+pub(crate) async fn user_delete(
     State(state): State<AppState>,
     Admin(admin): Admin,
     IdPath(id): IdPath,

@@ -1,0 +1,177 @@
+//! The engine seen from docker-watcher: the [`ContainerEngine`] trait and the plain types it
+//! speaks. Workflows hold an `Arc<dyn ContainerEngine>`; production uses the bollard adapter
+//! ([`super::DockerEngine`]), unit tests and the scaled stale-scan benchmark use fakes.
+//!
+//! Every method touches only containers it is given by id or, for listing and events, those
+//! carrying this installation's label — never anything else on the engine.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+
+use super::DockerError;
+
+/// The labels docker-watcher puts on every container it creates.
+pub mod labels {
+    pub const MANAGED: &str = "io.docker-watcher.managed";
+    pub const INSTALLATION: &str = "io.docker-watcher.installation";
+    pub const PROJECT: &str = "io.docker-watcher.project";
+    pub const STAGE: &str = "io.docker-watcher.stage";
+    pub const INSTANCE: &str = "io.docker-watcher.instance";
+}
+
+/// Registry credentials for a pull.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PullAuth {
+    pub username: String,
+    pub password: String,
+    /// The registry host (`127.0.0.1:5000`, `docker.io`).
+    pub server: String,
+}
+
+impl std::fmt::Debug for PullAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullAuth")
+            .field("username", &self.username)
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateContainer {
+    /// `dw-{project}-{stage}-{instance_id}`.
+    pub name: String,
+    /// The image pinned by digest: `registry/repo@sha256:…`.
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    /// `KEY=value` pairs.
+    pub env: Vec<String>,
+    pub command: Option<Vec<String>>,
+    /// The port inside the container, published on 127.0.0.1 with an engine-chosen host port.
+    pub container_port: u16,
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+    Unknown,
+}
+
+/// One entry of the list call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    /// Parsed from the list's status text (`Exited (137) 2 minutes ago`) when it is there.
+    pub exit_code: Option<i64>,
+    pub host_port: Option<u16>,
+    pub image_id: String,
+}
+
+impl ContainerSummary {
+    /// The instance id from the label, when it parses.
+    pub fn instance_id(&self) -> Option<i64> {
+        self.labels.get(labels::INSTANCE).and_then(|v| v.parse().ok())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthState {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// What inspect tells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerDetails {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    /// `None` when the image defines no HEALTHCHECK.
+    pub health: Option<HealthState>,
+    pub host_port: Option<u16>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub image_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineEventKind {
+    Start,
+    Die,
+    Stop,
+    Kill,
+    Oom,
+    Destroy,
+    HealthStatus(HealthState),
+}
+
+/// A container event from the engine's stream, for a container of this installation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineEvent {
+    pub kind: EngineEventKind,
+    pub container_id: String,
+    pub labels: BTreeMap<String, String>,
+    /// For `die`: the exit code.
+    pub exit_code: Option<i64>,
+    pub time: DateTime<Utc>,
+}
+
+/// One line of container output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: LogStream,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// The Docker operations docker-watcher needs, and no more.
+#[async_trait::async_trait]
+pub trait ContainerEngine: Send + Sync + std::fmt::Debug {
+    async fn ping(&self, timeout: Duration) -> Result<(), DockerError>;
+    /// Pulls an image (by digest) with optional credentials.
+    async fn pull(&self, image: &str, auth: Option<&PullAuth>) -> Result<(), DockerError>;
+    /// Creates a container; returns its id.
+    async fn create(&self, spec: &CreateContainer) -> Result<String, DockerError>;
+    async fn start(&self, id: &str) -> Result<(), DockerError>;
+    /// Stops with SIGTERM, then SIGKILL after `grace`. Already stopped is not an error.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), DockerError>;
+    async fn restart(&self, id: &str, grace: Duration) -> Result<(), DockerError>;
+    /// Removes a container (forcefully). Already gone is `DockerError::NotFound`.
+    async fn remove(&self, id: &str) -> Result<(), DockerError>;
+    async fn inspect(&self, id: &str) -> Result<ContainerDetails, DockerError>;
+    /// Every container (running or not) carrying this installation's label: one list call.
+    async fn list_managed(&self, installation_id: &str) -> Result<Vec<ContainerSummary>, DockerError>;
+    /// The last `tail` lines of a container's output.
+    async fn logs(&self, id: &str, tail: u32) -> Result<Vec<LogLine>, DockerError>;
+    /// Removes an image unless a container still uses it; `Ok(false)` when in use.
+    async fn remove_image_if_unused(&self, image_id: &str) -> Result<bool, DockerError>;
+    /// The engine's event stream, filtered on this installation's label. Ends when the engine
+    /// goes away; the caller reconnects.
+    fn events(&self, installation_id: &str) -> BoxStream<'static, Result<EngineEvent, DockerError>>;
+    /// How many engine API calls each operation has made (for metrics and tests).
+    fn api_calls(&self) -> BTreeMap<&'static str, u64>;
+}

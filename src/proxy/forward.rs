@@ -1,0 +1,403 @@
+//! One request through the proxy: find the route for its host in the current table (one
+//! lock-free load), rewrite the headers, send it upstream on a pooled keep-alive connection,
+//! and stream the answer back — or answer with a small page when the host is unknown (404), the
+//! upstream refuses (502) or is too slow (504). An `Upgrade` (WebSocket) that the upstream
+//! accepts becomes a byte tunnel between the two upgraded connections.
+//!
+//! A request to an instance holds a drain guard from its arrival until its last response byte —
+//! and a tunnel for as long as it is open — so a deploy that switched the route away waits for
+//! it before stopping the old container.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::ProxyOptions;
+use super::body::{BodyProgress, ProxyBody, RequestBody, RequestGuard};
+use super::{headers, pages};
+use crate::clock::SharedClock;
+use crate::metrics::Metrics;
+use crate::routes::{ConnectionGuard, Route, RouteTable, RouteTarget};
+
+/// How many times a request follows a host that moves while it is being routed.
+const MAX_ROUTE_LOOKUPS: usize = 4;
+
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+
+/// What the proxy shares between all its listeners and connections.
+#[derive(Debug)]
+pub struct Forwarder {
+    routes: RouteTable,
+    /// TLS for `https` upstreams; each worker builds its own client (and pool) with it.
+    upstream_tls: rustls::ClientConfig,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+    pub(super) options: ProxyOptions,
+    pub(super) shutdown: CancellationToken,
+}
+
+/// What one client connection knows about itself.
+#[derive(Debug)]
+pub struct ConnectionContext {
+    pub forwarder: Arc<Forwarder>,
+    /// The upstream client of the worker thread serving this connection: its pooled
+    /// connections are driven by that thread only.
+    pub client: UpstreamClient,
+    /// The client's address, as it goes into `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+    /// On a plain listener that redirects to HTTPS: the HTTPS listener's port.
+    pub redirect_to_https_port: Option<u16>,
+}
+
+/// Why the upstream exchange failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpstreamFailure {
+    /// Refused, unreachable, or a TLS handshake that failed: 502.
+    Refused,
+    /// Connecting or waiting for the response headers took too long: 504.
+    Timeout,
+    /// The upstream closed or broke the exchange (a malformed answer): 502.
+    Broken,
+}
+
+impl UpstreamFailure {
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::Timeout => "timeout",
+            Self::Broken => "upstream",
+        }
+    }
+
+    fn page(self) -> Response<ProxyBody> {
+        match self {
+            Self::Timeout => pages::gateway_timeout(),
+            Self::Refused | Self::Broken => pages::bad_gateway(),
+        }
+    }
+}
+
+impl Forwarder {
+    pub fn new(
+        routes: RouteTable,
+        metrics: Arc<Metrics>,
+        clock: SharedClock,
+        options: ProxyOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Self, rustls::Error> {
+        Ok(Self {
+            upstream_tls: upstream_tls()?,
+            routes,
+            metrics,
+            clock,
+            options,
+            shutdown,
+        })
+    }
+
+    /// A new pooled upstream client (one per worker thread).
+    pub fn upstream_client(&self) -> UpstreamClient {
+        upstream_client(&self.options, self.upstream_tls.clone())
+    }
+
+    /// The gauge of client connections open on the proxy's listeners.
+    pub fn metrics_client_connections(&self) -> &prometheus_client::metrics::gauge::Gauge {
+        &self.metrics.proxy.client_connections
+    }
+
+    /// Answers one request. Never fails: every problem becomes a page.
+    pub async fn handle(
+        &self,
+        connection: &ConnectionContext,
+        mut request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        if request.method() == Method::CONNECT {
+            self.metrics.proxy.unmatched_requests.inc();
+            return pages::method_not_allowed();
+        }
+        let Some(host) = headers::request_host(request.uri(), request.headers()) else {
+            self.metrics.proxy.unmatched_requests.inc();
+            return pages::bad_request();
+        };
+        let Some((route, drain)) = host.to_str().ok().and_then(|h| self.route_for(h)) else {
+            self.metrics.proxy.unmatched_requests.inc();
+            return pages::not_found();
+        };
+        let metrics = self.metrics.proxy.route(&route.hostname);
+        let arrived = self.clock.now().timestamp();
+        let response = match connection.redirect_to_https_port {
+            Some(port) => https_redirect(&route, &host, port, &request),
+            None => {
+                let guard = RequestGuard::new(metrics.open(), drain);
+                let upgrade = headers::requested_upgrade(request.headers())
+                    .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
+                self.forward(connection, request, &route, host, upgrade, guard)
+                    .await
+            }
+        };
+        metrics.record(response.status().as_u16(), started.elapsed(), arrived);
+        response
+    }
+
+    /// The route for `host` and, for an instance, a guard that counts this request against its
+    /// drain. The route is kept for the whole request even if the table is swapped meanwhile, so
+    /// the request finishes on the upstream it started with.
+    ///
+    /// A deploy may swap the table between our look-up and our guard, see no connection to wait
+    /// for, and stop the old container under us. So once the guard counts, the table is read
+    /// again: if the host moved meanwhile, the request follows it (and a deploy that checks
+    /// after the swap is sure to see the guard of any request still bound to the old instance).
+    fn route_for(&self, host: &str) -> Option<(Arc<Route>, Option<ConnectionGuard>)> {
+        let mut route = self.routes.current().lookup(host).cloned()?;
+        for _ in 0..MAX_ROUTE_LOOKUPS {
+            let RouteTarget::Instance { instance_id, .. } = route.target else {
+                return Some((route, None));
+            };
+            let guard = self.routes.track_connection(instance_id);
+            let now = self.routes.current().lookup(host).cloned()?;
+            if now.target == route.target {
+                return Some((route, Some(guard)));
+            }
+            route = now;
+        }
+        // A host switching instances this fast is not a real deploy; take the last look-up.
+        let guard = match route.target {
+            RouteTarget::Instance { instance_id, .. } => Some(self.routes.track_connection(instance_id)),
+            RouteTarget::Proxy { .. } => None,
+        };
+        Some((route, guard))
+    }
+
+    async fn forward(
+        &self,
+        connection: &ConnectionContext,
+        request: Request<Incoming>,
+        route: &Route,
+        host: HeaderValue,
+        upgrade: Option<(HeaderValue, OnUpgrade)>,
+        guard: RequestGuard,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = request.into_parts();
+        let Some(uri) = headers::upstream_uri(&route.upstream, &parts.uri) else {
+            return pages::bad_request();
+        };
+        let upstream_host = match route.upstream.preserve_host {
+            true => host.clone(),
+            false => match headers::upstream_host(&route.upstream) {
+                Some(value) => value,
+                None => return pages::bad_gateway(),
+            },
+        };
+        let headers = &mut parts.headers;
+        headers::strip_hop_by_hop(headers);
+        headers::set_forwarded(headers, &connection.client_ip, connection.proto, host);
+        headers.insert(HOST, upstream_host);
+        if let Some((protocol, _)) = &upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(UPGRADE, protocol.clone());
+        }
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let (body, progress) = RequestBody::new(body);
+
+        let request = Request::from_parts(parts, body);
+        let response = match self.send(&connection.client, request, progress).await {
+            Ok(response) => response,
+            Err(failure) => {
+                self.metrics.proxy.upstream_error(&route.hostname, failure.kind());
+                return failure.page();
+            }
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return match upgrade {
+                Some((_, client)) => self.tunnel(client, response, guard),
+                // An upstream may not switch protocols unasked (RFC 9110 §15.2.2).
+                None => {
+                    self.metrics
+                        .proxy
+                        .upstream_error(&route.hostname, UpstreamFailure::Broken.kind());
+                    pages::bad_gateway()
+                }
+            };
+        }
+        let (mut parts, body) = response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        Response::from_parts(parts, ProxyBody::upstream(body, self.options.idle_timeout, guard))
+    }
+
+    /// Sends a request upstream and waits for the response headers. The response timeout counts
+    /// from the later of the request's start and the last frame of its body, so a long upload
+    /// is not cut while it still flows.
+    async fn send(
+        &self,
+        client: &UpstreamClient,
+        request: Request<RequestBody>,
+        progress: Option<Arc<BodyProgress>>,
+    ) -> Result<Response<Incoming>, UpstreamFailure> {
+        let timeout = self.options.response_timeout;
+        let mut response = client.request(request);
+        let mut deadline = Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, &mut response).await {
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(error)) => return Err(classify(&error)),
+                Err(_) => match progress.as_ref().map(|p| p.last() + timeout) {
+                    Some(next) if next > Instant::now() => deadline = next,
+                    _ => return Err(UpstreamFailure::Timeout),
+                },
+            }
+        }
+    }
+
+    /// Answers `101` and joins the two upgraded connections once hyper hands them over (the
+    /// client's after this response is written). The guard lives as long as the tunnel.
+    fn tunnel(
+        &self,
+        client: OnUpgrade,
+        mut response: Response<Incoming>,
+        guard: RequestGuard,
+    ) -> Response<ProxyBody> {
+        let upstream = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        let protocol = parts.headers.get(UPGRADE).cloned();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(protocol) = protocol {
+            parts.headers.insert(UPGRADE, protocol);
+        }
+        let shutdown = self.shutdown.clone();
+        let linger = self.options.idle_timeout;
+        // A tunnel outlives the request that opened it, on the same worker thread; it ends
+        // with the application (or when that thread's runtime is dropped).
+        tokio::spawn(async move {
+            let _guard = guard;
+            let (client, upstream) = match tokio::try_join!(client, upstream) {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::debug!(%error, "an upgrade did not complete");
+                    return;
+                }
+            };
+            tokio::select! {
+                () = pipe(TokioIo::new(client), TokioIo::new(upstream), linger) => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+        Response::from_parts(parts, ProxyBody::empty())
+    }
+}
+
+/// Copies bytes both ways until both sides are done. When one side closes, the other gets
+/// `linger` to finish: a client that never closes its half would otherwise keep the tunnel —
+/// and a deploy's drain — waiting after the upstream has gone.
+async fn pipe<C, U>(client: C, upstream: U, linger: Duration)
+where
+    C: AsyncRead + AsyncWrite,
+    U: AsyncRead + AsyncWrite,
+{
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let up = async {
+        let _ = tokio::io::copy(&mut client_read, &mut upstream_write).await;
+        let _ = upstream_write.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut upstream_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        () = &mut up => { let _ = tokio::time::timeout(linger, down).await; }
+        () = &mut down => { let _ = tokio::time::timeout(linger, up).await; }
+    }
+}
+
+/// `308` to the same host and path on the HTTPS listener. The port is kept explicit only when
+/// the client used one (it talks to our listeners directly); without one it reached us on the
+/// default port, so HTTPS is on its default port too.
+fn https_redirect(
+    route: &Route,
+    host: &HeaderValue,
+    port: u16,
+    request: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    let client_used_a_port = host
+        .to_str()
+        .ok()
+        .and_then(|h| h.rsplit_once(':'))
+        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = match client_used_a_port && port != 443 {
+        true => format!("https://{}:{port}{path}", route.hostname),
+        false => format!("https://{}{path}", route.hostname),
+    };
+    match HeaderValue::from_str(&location) {
+        Ok(location) => pages::redirect(location),
+        Err(_) => pages::bad_request(),
+    }
+}
+
+fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamFailure {
+    if !error.is_connect() {
+        return UpstreamFailure::Broken;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return UpstreamFailure::Timeout;
+        }
+        source = cause.source();
+    }
+    UpstreamFailure::Refused
+}
+
+/// The TLS configuration for `https` upstreams: aws-lc-rs and the platform's roots.
+fn upstream_tls() -> Result<rustls::ClientConfig, rustls::Error> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+
+    Ok(
+        rustls::ClientConfig::builder_with_provider(super::tls::provider())
+            .with_safe_default_protocol_versions()?
+            .with_platform_verifier()?
+            .with_no_client_auth(),
+    )
+}
+
+/// A pooled client for requests upstream: HTTP/1.1 keep-alive connections reused per upstream,
+/// `TCP_NODELAY`, a connect timeout, and rustls for `https` targets.
+fn upstream_client(options: &ProxyOptions, tls: rustls::ClientConfig) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(options.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(options.pool_idle_timeout)
+        .pool_max_idle_per_host(options.pool_max_idle_per_upstream)
+        .build(connector)
+}

@@ -1,0 +1,295 @@
+//! The proxy's listeners and worker threads: a listener accepts TCP connections and hands each
+//! to the least busy worker — one single-threaded runtime per core — which serves it (TLS with
+//! SNI on the HTTPS listener) with hyper's HTTP/1.1 server: keep-alive, upgrades, a header-size
+//! limit answered with `431`, a timeout for reading request headers that also closes idle
+//! keep-alive connections. On shutdown the listeners stop accepting, every connection is asked
+//! to finish its current request and gets a grace period, and the workers end.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::header::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+
+use super::Proxy;
+use super::forward::{ConnectionContext, Forwarder};
+
+/// How long a client has to complete a TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a listener speaks.
+#[derive(Clone)]
+pub enum ListenerKind {
+    /// Plain HTTP; with `redirect_to_https_port`, routed hosts are redirected to HTTPS there.
+    Http { redirect_to_https_port: Option<u16> },
+    /// TLS, with certificates chosen by SNI.
+    Https(TlsAcceptor),
+}
+
+impl std::fmt::Debug for ListenerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http {
+                redirect_to_https_port,
+            } => f
+                .debug_struct("Http")
+                .field("redirect_to_https_port", redirect_to_https_port)
+                .finish(),
+            Self::Https(_) => f.write_str("Https"),
+        }
+    }
+}
+
+/// Accepts connections on `listener` and hands each to the least busy worker thread, until the
+/// proxy's shutdown token is cancelled; then waits for the workers to drain.
+pub async fn serve(listener: TcpListener, proxy: Proxy, kind: ListenerKind) {
+    let shutdown = proxy.forwarder.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "the proxy listener could not accept a connection");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        // Small responses go out at once instead of waiting for Nagle's timer.
+        let _ = stream.set_nodelay(true);
+        match stream.into_std() {
+            Ok(stream) => proxy.workers.dispatch(Accepted {
+                stream,
+                peer,
+                kind: kind.clone(),
+            }),
+            Err(error) => tracing::debug!(%error, "an accepted connection could not be handed over"),
+        }
+    }
+    drop(listener);
+    proxy.workers.stopped().await;
+}
+
+/// A connection accepted by a listener, on its way to a worker.
+#[derive(Debug)]
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    kind: ListenerKind,
+}
+
+/// The threads connections are served on: one single-threaded runtime per core, like nginx's
+/// worker processes. A connection, the upstream connections its requests use (each worker has
+/// its own pool) and every wake-up between them stay on one thread, which is what makes a
+/// proxy fast — a work-stealing runtime would move each request across cores several times.
+#[derive(Debug)]
+pub(super) struct Workers {
+    /// Each worker's queue of new connections, and how many it is serving.
+    queues: Vec<(mpsc::UnboundedSender<Accepted>, Arc<AtomicUsize>)>,
+    /// Closed from the start: `wait` resolves once every worker thread has ended.
+    threads: TaskTracker,
+}
+
+impl Workers {
+    /// Starts `count` worker threads (at least one). They end when the proxy's shutdown token is
+    /// cancelled and their connections are done, or when the `Workers` is dropped.
+    pub(super) fn start(forwarder: &Arc<Forwarder>, count: usize) -> std::io::Result<Self> {
+        let threads = TaskTracker::new();
+        let mut queues = Vec::new();
+        for index in 0..count.max(1) {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            let load = Arc::new(AtomicUsize::new(0));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (forwarder, worker_load, alive) = (forwarder.clone(), load.clone(), threads.token());
+            std::thread::Builder::new()
+                .name(format!("dw-proxy-{index}"))
+                .spawn(move || {
+                    runtime.block_on(run_worker(forwarder, receiver, worker_load));
+                    // Tunnels and idle upstream connections still on this thread end here.
+                    drop(runtime);
+                    drop(alive);
+                })?;
+            queues.push((sender, load));
+        }
+        threads.close();
+        Ok(Self { queues, threads })
+    }
+
+    /// Hands a connection to the worker serving the fewest.
+    fn dispatch(&self, accepted: Accepted) {
+        let Some((queue, load)) = self
+            .queues
+            .iter()
+            .min_by_key(|(_, load)| load.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        load.fetch_add(1, Ordering::Relaxed);
+        if queue.send(accepted).is_err() {
+            load.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!("a proxy worker has stopped; dropping the connection");
+        }
+    }
+
+    /// Resolves once every worker thread has ended.
+    async fn stopped(&self) {
+        self.threads.wait().await;
+    }
+}
+
+/// One worker thread's loop: serve the connections handed to it until shutdown, then give them
+/// the grace period to finish.
+async fn run_worker(
+    forwarder: Arc<Forwarder>,
+    mut accepted: mpsc::UnboundedReceiver<Accepted>,
+    load: Arc<AtomicUsize>,
+) {
+    let shutdown = forwarder.shutdown.clone();
+    let client = forwarder.upstream_client();
+    let options = &forwarder.options;
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .keep_alive(true)
+        .max_buf_size(options.max_header_bytes.max(8192))
+        .max_header_size(options.max_header_bytes)
+        .header_read_timeout(options.client_header_timeout);
+    let http = Arc::new(http);
+    let connections = TaskTracker::new();
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => break,
+            next = accepted.recv() => next,
+        };
+        let Some(Accepted { stream, peer, kind }) = next else {
+            break;
+        };
+        let counted = CountedConnection::new(forwarder.metrics_client_connections(), load.clone());
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "a connection could not join the worker's runtime");
+                continue;
+            }
+        };
+        let context = Arc::new(ConnectionContext {
+            forwarder: forwarder.clone(),
+            client: client.clone(),
+            client_ip: client_ip(peer),
+            proto: match kind {
+                ListenerKind::Http { .. } => "http",
+                ListenerKind::Https(_) => "https",
+            },
+            redirect_to_https_port: match kind {
+                ListenerKind::Http {
+                    redirect_to_https_port,
+                } => redirect_to_https_port,
+                ListenerKind::Https(_) => None,
+            },
+        });
+        connections.spawn(serve_stream(stream, kind, http.clone(), context, counted));
+    }
+    // Connections handed over but not picked up are closed.
+    accepted.close();
+    while let Ok(Accepted { .. }) = accepted.try_recv() {
+        load.fetch_sub(1, Ordering::Relaxed);
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+fn client_ip(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+        .unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+async fn serve_stream(
+    stream: TcpStream,
+    kind: ListenerKind,
+    http: Arc<http1::Builder>,
+    context: Arc<ConnectionContext>,
+    _counted: CountedConnection,
+) {
+    match kind {
+        ListenerKind::Http { .. } => serve_io(TokioIo::new(stream), http, context).await,
+        ListenerKind::Https(acceptor) => {
+            let shutdown = context.forwarder.shutdown.clone();
+            let handshake = tokio::select! {
+                () = shutdown.cancelled() => return,
+                handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => handshake,
+            };
+            match handshake {
+                Ok(Ok(tls)) => serve_io(TokioIo::new(tls), http, context).await,
+                Ok(Err(error)) => tracing::debug!(%error, "a TLS handshake failed"),
+                Err(_) => tracing::debug!("a TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_io<I>(io: I, http: Arc<http1::Builder>, context: Arc<ConnectionContext>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let shutdown = context.forwarder.shutdown.clone();
+    let grace = context.forwarder.options.shutdown_grace;
+    let service = service_fn(move |request| {
+        let context = context.clone();
+        async move { Ok::<_, Infallible>(context.forwarder.handle(&context, request).await) }
+    });
+    let connection = http.serve_connection(io, service).with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "a proxy connection ended with an error");
+            }
+        }
+        () = shutdown.cancelled() => {
+            // Finish the request in progress (if any), then close; a client that keeps it
+            // open past the grace period is cut.
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(grace, connection).await;
+        }
+    }
+}
+
+/// Counts a client connection on the `proxy_client_connections` gauge and its worker's load
+/// while it lives.
+struct CountedConnection {
+    gauge: Gauge,
+    load: Arc<AtomicUsize>,
+}
+
+impl CountedConnection {
+    fn new(gauge: &Gauge, load: Arc<AtomicUsize>) -> Self {
+        gauge.inc();
+        Self {
+            gauge: gauge.clone(),
+            load,
+        }
+    }
+}
+
+impl Drop for CountedConnection {
+    fn drop(&mut self) {
+        self.gauge.dec();
+        self.load.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,116 @@
+//! The reverse proxy (SPEC §3 "Reverse proxy"): its own listeners route each request by `Host`
+//! to the current instance of a stage, a per-tag instance, or an enabled standalone proxy, as
+//! the [`RouteTable`] says at the moment the request arrives.
+//!
+//! - [`listener`]: accept loops (plain HTTP and TLS with SNI), one worker thread per core
+//!   serving connections with hyper's HTTP/1.1 server, graceful shutdown.
+//! - [`forward`]: one request — route look-up, header rewriting, the pooled upstream client,
+//!   timeouts, WebSocket/`Upgrade` tunnels, drain guards and metrics.
+//! - [`headers`]: the pure header and URI rewriting rules.
+//! - [`body`]: streaming bodies (never buffered whole) with progress and idle tracking.
+//! - [`pages`]: the small HTML pages the proxy answers with itself (404, 502, 504, …).
+//! - [`tls`]: certificates per hostname or wildcard, picked by SNI.
+//!
+//! Invariants: the request path takes no lock and builds no table — it reads the table once
+//! through `ArcSwap`; it never forwards to a host that is not routed (no open proxy: `CONNECT`
+//! and absolute-form requests for other hosts are refused); and nothing here is known to the
+//! rest of the crate but `app.rs`.
+
+mod body;
+mod forward;
+mod headers;
+mod listener;
+mod pages;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use listener::{ListenerKind, serve};
+
+use crate::clock::SharedClock;
+use crate::metrics::Metrics;
+use crate::routes::RouteTable;
+
+/// Limits and timeouts of the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyOptions {
+    /// Connecting to an upstream; past it the client gets a 504.
+    pub connect_timeout: Duration,
+    /// Waiting for an upstream's response headers after the request (and its body) went out;
+    /// past it the client gets a 504.
+    pub response_timeout: Duration,
+    /// An upstream silent in the middle of a response body for this long is cut off.
+    pub idle_timeout: Duration,
+    /// A client gets this long to send a request's headers, which also closes keep-alive
+    /// connections idle for that long.
+    pub client_header_timeout: Duration,
+    /// The request line and headers together; larger requests get `431`.
+    pub max_header_bytes: usize,
+    /// Idle keep-alive connections to an upstream are closed after this long (shorter than
+    /// most servers' own keep-alive timeout, so we rarely reuse one the server is closing).
+    pub pool_idle_timeout: Duration,
+    /// Idle keep-alive connections kept per upstream.
+    pub pool_max_idle_per_upstream: usize,
+    /// How long requests in progress get to finish when the application stops.
+    pub shutdown_grace: Duration,
+    /// Worker threads serving connections; 0 means one per CPU.
+    pub workers: usize,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            pool_idle_timeout: Duration::from_secs(30),
+            pool_max_idle_per_upstream: 256,
+            shutdown_grace: Duration::from_secs(5),
+            workers: 0,
+        }
+    }
+}
+
+/// The proxy: route table, upstream connection pool, metrics, options. Cheap to clone; serve
+/// it on any number of listeners with [`serve`].
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    forwarder: Arc<forward::Forwarder>,
+    workers: Arc<listener::Workers>,
+}
+
+/// The proxy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("building the TLS client for https upstreams: {0}")]
+    UpstreamTls(#[from] rustls::Error),
+    #[error("starting the proxy's worker threads: {0}")]
+    Workers(#[from] std::io::Error),
+}
+
+impl Proxy {
+    /// Builds the proxy and starts its worker threads; it stops serving when `shutdown` is
+    /// cancelled.
+    pub fn new(
+        routes: RouteTable,
+        metrics: Arc<Metrics>,
+        clock: SharedClock,
+        options: ProxyOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ProxyError> {
+        let workers = match options.workers {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        };
+        let forwarder = Arc::new(forward::Forwarder::new(
+            routes, metrics, clock, options, shutdown,
+        )?);
+        let workers = Arc::new(listener::Workers::start(&forwarder, workers)?);
+        Ok(Self { forwarder, workers })
+    }
+}

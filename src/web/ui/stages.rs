@@ -1,0 +1,861 @@
+//! The stage page, `GET /stages/{id}`: the stage's settings (edit form), its instances with
+//! their actions, the deployment history with errors, the container logs of one instance
+//! (`?logs=<instance id>`, the last 200 lines), and the actions a member can take — deploy a
+//! tag, poll now, roll back, stop / start / restart / remove an instance.
+//!
+//! Deploys, polls, rollbacks and instance actions can take a while (a health gate, a stop's
+//! grace period). The form waits [`ACTION_WAIT`] for the API handler; when it is not done by
+//! then the answer says so and the page shows the outcome live (`static/live.js` refreshes the
+//! instances and deployments when the deployer's event arrives). The action itself always runs
+//! to its end.
+
+use askama::Template;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+
+use super::form::{FormData, Forms, api_body, json_number};
+use super::page::{
+    ACTION_WAIT, Chrome, Finished, Flash, FlashMessage, Nav, PageTemplate, Ui, error_page, render,
+    see_other_with, within,
+};
+use super::view::{DeploymentView, InstanceView};
+use crate::domain::instance::InstanceFilter;
+use crate::domain::stage::{ContainerSpec, Stage};
+use crate::domain::tag_policy::PolicyMode;
+use crate::web::api;
+use crate::web::api::instances::InstanceLogsParams;
+use crate::web::auth::{CurrentUser, Member, Viewer};
+use crate::web::error::{WebError, WebResult};
+use crate::web::extract::{ApiJson, ApiQuery};
+use crate::web::path::IdPath;
+use crate::web::state::AppState;
+
+/// How many deployments the stage page lists.
+const DEPLOYMENT_HISTORY: u32 = 25;
+/// How many log lines the page shows.
+const LOG_TAIL: &str = "200";
+
+/// The inputs of the stage forms (new and edit), named like the API's fields so its errors land
+/// next to them.
+pub const STAGE_FIELDS: &[&str] = &[
+    "name",
+    "tag_policy",
+    "schedule",
+    "auto_deploy",
+    "hostname",
+    "max_instances",
+    "min_release_age",
+    "container.port",
+    "container.env",
+    "container.command",
+    "container.health_check.path",
+    "container.health_check.expected_status",
+    "container.min_ready_seconds",
+    "container.memory_mb",
+    "container.cpus",
+];
+
+/// What the stage form shows before anything is typed: a stage's values, or the defaults.
+#[derive(Debug, Clone)]
+pub struct StageFormValues {
+    pub name: String,
+    pub tag_policy: String,
+    pub schedule: String,
+    pub auto_deploy: bool,
+    pub hostname: String,
+    pub max_instances: String,
+    pub min_release_age: String,
+    pub port: String,
+    /// `KEY=value` lines.
+    pub env: String,
+    /// One argument per line.
+    pub command: String,
+    pub health_path: String,
+    pub health_status: String,
+    pub min_ready_seconds: String,
+    pub memory_mb: String,
+    pub cpus: String,
+}
+
+impl StageFormValues {
+    pub fn defaults() -> Self {
+        let spec = ContainerSpec::default();
+        Self {
+            name: String::new(),
+            tag_policy: String::new(),
+            schedule: String::new(),
+            auto_deploy: true,
+            hostname: String::new(),
+            max_instances: "10".into(),
+            min_release_age: String::new(),
+            port: spec.port.to_string(),
+            env: String::new(),
+            command: String::new(),
+            health_path: String::new(),
+            health_status: "200".into(),
+            min_ready_seconds: spec.min_ready_seconds.to_string(),
+            memory_mb: String::new(),
+            cpus: String::new(),
+        }
+    }
+
+    pub fn of(stage: &Stage) -> Self {
+        let spec = &stage.container;
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        Self {
+            name: stage.name.to_string(),
+            tag_policy: stage.tag_policy.to_string(),
+            schedule: opt(stage.schedule.as_ref().map(ToString::to_string)),
+            auto_deploy: stage.auto_deploy,
+            hostname: opt(stage.hostname.as_ref().map(ToString::to_string)),
+            max_instances: stage.max_instances.to_string(),
+            min_release_age: opt(stage.min_release_age.as_ref().map(ToString::to_string)),
+            port: spec.port.to_string(),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            command: spec.command.as_ref().map_or_else(String::new, |c| c.join("\n")),
+            health_path: opt(spec.health_check.as_ref().map(|h| h.path.clone())),
+            health_status: spec
+                .health_check
+                .as_ref()
+                .map_or_else(|| "200".to_owned(), |h| h.expected_status.to_string()),
+            min_ready_seconds: spec.min_ready_seconds.to_string(),
+            memory_mb: opt(spec.memory_mb.map(|m| m.to_string())),
+            cpus: opt(spec.cpus.map(|c| c.to_string())),
+        }
+    }
+}
+
+/// The stage form as the JSON the API reads. A new stage leaves blank inputs out (their
+/// defaults apply); an edit sends `null` for blank nullable ones (clearing them) and the whole
+/// container spec, which a PATCH replaces.
+pub fn stage_json(form: &FormData, patch: bool) -> WebResult<Value> {
+    let mut body = Map::new();
+    body.insert("name".into(), Value::from(form.text("name")));
+    body.insert("tag_policy".into(), Value::from(form.text("tag_policy")));
+    body.insert("auto_deploy".into(), Value::from(form.checked("auto_deploy")));
+    for key in ["schedule", "hostname", "min_release_age"] {
+        match form.opt(key) {
+            Some(value) => {
+                body.insert(key.into(), Value::from(value));
+            }
+            None if patch => {
+                body.insert(key.into(), Value::Null);
+            }
+            None => {}
+        }
+    }
+    if let Some(max) = form.opt("max_instances") {
+        body.insert("max_instances".into(), json_number(&max));
+    }
+
+    let mut container = Map::new();
+    for (key, input) in [
+        ("port", "container.port"),
+        ("min_ready_seconds", "container.min_ready_seconds"),
+    ] {
+        if let Some(raw) = form.opt(input) {
+            container.insert(key.into(), json_number(&raw));
+        }
+    }
+    for (key, input) in [("memory_mb", "container.memory_mb"), ("cpus", "container.cpus")] {
+        container.insert(key.into(), json_number(&form.text(input)));
+    }
+    container.insert("env".into(), parse_env(form.get("container.env").unwrap_or(""))?);
+    let command: Vec<&str> = form
+        .get("container.command")
+        .unwrap_or("")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    container.insert(
+        "command".into(),
+        if command.is_empty() {
+            Value::Null
+        } else {
+            json!(command)
+        },
+    );
+    container.insert(
+        "health_check".into(),
+        match form.opt("container.health_check.path") {
+            Some(path) => {
+                let mut check = Map::new();
+                check.insert("path".into(), Value::from(path));
+                if let Some(status) = form.opt("container.health_check.expected_status") {
+                    check.insert("expected_status".into(), json_number(&status));
+                }
+                Value::Object(check)
+            }
+            None => Value::Null,
+        },
+    );
+    body.insert("container".into(), Value::Object(container));
+    Ok(Value::Object(body))
+}
+
+/// `KEY=value` lines as a JSON object; blank lines are skipped.
+fn parse_env(raw: &str) -> WebResult<Value> {
+    let mut env = Map::new();
+    for (n, line) in raw.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(WebError::validation(
+                "container.env",
+                format!("line {}: write one variable per line as KEY=value", n + 1),
+            ));
+        };
+        env.insert(key.trim().to_owned(), Value::from(value));
+    }
+    Ok(Value::Object(env))
+}
+
+#[derive(Template)]
+#[template(path = "stage.html")]
+pub struct StagePage {
+    pub chrome: Chrome,
+    pub forms: Forms,
+    pub project_id: i64,
+    pub project_name: String,
+    pub stage: StageInfo,
+    pub instances: Vec<InstanceView>,
+    pub deployments: Vec<DeploymentView>,
+    pub stage_values: StageFormValues,
+    pub logs: Option<LogsView>,
+}
+
+impl PageTemplate for StagePage {
+    fn chrome(&self) -> &Chrome {
+        &self.chrome
+    }
+}
+
+pub struct StageInfo {
+    pub id: i64,
+    pub name: String,
+    pub tag_policy: String,
+    pub per_tag: bool,
+    pub schedule: String,
+    pub auto_deploy: bool,
+    pub hostname: String,
+    pub max_instances: u32,
+    pub min_release_age: String,
+    pub port: u16,
+    pub health_check: String,
+    /// Monitor-only stages: the tag the policy selected, when it is not the one running.
+    pub update_available: Option<String>,
+}
+
+pub struct LogsView {
+    pub instance_id: i64,
+    pub tag: String,
+    pub lines: Vec<LogLine>,
+    pub error: Option<String>,
+}
+
+pub struct LogLine {
+    pub stderr: bool,
+    pub text: String,
+}
+
+pub async fn stage_get(
+    State(state): State<AppState>,
+    Ui(viewer): Ui<Viewer>,
+    IdPath(id): IdPath,
+    flash: FlashMessage,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let logs_for = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "logs")
+        .and_then(|(_, v)| v.parse::<i64>().ok());
+    render_stage(
+        &state,
+        &viewer,
+        id,
+        logs_for,
+        flash,
+        Forms::none(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// Renders a stage's page, with `forms` when one of its forms was refused.
+pub async fn render_stage(
+    state: &AppState,
+    viewer: &Viewer,
+    id: i64,
+    logs_for: Option<i64>,
+    flash: FlashMessage,
+    forms: Forms,
+    status: StatusCode,
+) -> Response {
+    match build(state, viewer, id, logs_for, flash, forms).await {
+        Ok(page) => render(status, &page),
+        Err(err) => error_page(err, Some(&viewer.0)),
+    }
+}
+
+async fn build(
+    state: &AppState,
+    viewer: &Viewer,
+    id: i64,
+    logs_for: Option<i64>,
+    flash: FlashMessage,
+    forms: Forms,
+) -> WebResult<StagePage> {
+    let stage = state
+        .store
+        .get_stage(id)
+        .await
+        .map_err(|_| WebError::not_found(format!("no stage with id {id}")))?;
+    let project = state.store.get_project(stage.project_id).await?;
+    let now = state.clock.now();
+    let per_tag = stage.tag_policy.mode() == PolicyMode::PerTag;
+    let hostname = crate::routes::stage_hostname(
+        &stage,
+        project.name.as_str(),
+        state.settings.current().base_domain.as_ref(),
+    );
+    let instances: Vec<InstanceView> = state
+        .store
+        .list_instances(&InstanceFilter {
+            stage_id: Some(id),
+            ..Default::default()
+        })
+        .await?
+        .iter()
+        .map(|i| InstanceView::new(i, per_tag, hostname.as_deref(), now))
+        .collect();
+    let deployments = state
+        .store
+        .list_deployments(Some(id), DEPLOYMENT_HISTORY)
+        .await?
+        .iter()
+        .map(|d| DeploymentView::new(d, now))
+        .collect();
+    let logs = match logs_for.and_then(|lid| instances.iter().find(|i| i.id == lid)) {
+        Some(instance) => Some(read_logs(state, viewer, instance).await),
+        None => None,
+    };
+    let current_tag = instances.iter().find(|i| i.is_current).map(|i| i.tag.as_str());
+    let update_available = stage
+        .available_tag
+        .as_ref()
+        .filter(|tag| !stage.auto_deploy && current_tag != Some(tag.as_str()))
+        .cloned();
+    let mut chrome = Chrome::new(
+        &viewer.0,
+        format!("{} / {}", project.name, stage.name),
+        Nav::Dashboard,
+        flash,
+    )
+    .live(state, "regions")
+    .await;
+    chrome.live_stage = Some(id);
+    Ok(StagePage {
+        chrome,
+        forms,
+        project_id: project.id,
+        project_name: project.name.to_string(),
+        stage: StageInfo {
+            id,
+            name: stage.name.to_string(),
+            tag_policy: stage.tag_policy.to_string(),
+            per_tag,
+            schedule: stage.schedule.as_ref().map_or_else(
+                || format!("{} (default)", state.settings.current().default_poll_schedule),
+                ToString::to_string,
+            ),
+            auto_deploy: stage.auto_deploy,
+            hostname: hostname.unwrap_or_default(),
+            max_instances: stage.max_instances,
+            min_release_age: stage
+                .min_release_age
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string),
+            port: stage.container.port,
+            health_check: stage.container.health_check.as_ref().map_or_else(
+                || format!("up for {} s", stage.container.min_ready_seconds),
+                |h| format!("GET {} → {}", h.path, h.expected_status),
+            ),
+            update_available,
+        },
+        instances,
+        deployments,
+        stage_values: StageFormValues::of(&stage),
+        logs,
+    })
+}
+
+/// The last lines of an instance's container output, through the API's logs handler.
+async fn read_logs(state: &AppState, viewer: &Viewer, instance: &InstanceView) -> LogsView {
+    let params = InstanceLogsParams {
+        tail: Some(LOG_TAIL.to_owned()),
+    };
+    let result = api::instances::instance_logs_get(
+        viewer.clone(),
+        IdPath(instance.id),
+        State(state.clone()),
+        ApiQuery(params),
+    )
+    .await;
+    let (lines, error) = match result {
+        Ok(Json(logs)) => (
+            logs.lines
+                .into_iter()
+                .map(|l| LogLine {
+                    stderr: l.stream == "stderr",
+                    text: l.text,
+                })
+                .collect(),
+            None,
+        ),
+        Err(err) => (Vec::new(), Some(err.message)),
+    };
+    LogsView {
+        instance_id: instance.id,
+        tag: instance.tag.clone(),
+        lines,
+        error,
+    }
+}
+
+/// `POST /stages/{id}/edit`: changes a stage.
+pub async fn stage_edit_post(
+    State(state): State<AppState>,
+    Ui(member): Ui<Member>,
+    IdPath(id): IdPath,
+    body: Bytes,
+) -> Response {
+    let form = FormData::parse(&body);
+    let result = async {
+        let request = api_body(&stage_json(&form, true)?)?;
+        api::stages::stage_patch(member.clone(), IdPath(id), State(state.clone()), ApiJson(request)).await
+    }
+    .await;
+    match result {
+        Ok(Json(stage)) => see_other_with(
+            &format!("/stages/{id}"),
+            Flash::notice(format!("Stage {} saved.", stage.name)),
+        ),
+        Err(err) if err.status == StatusCode::NOT_FOUND && err.field.is_none() => {
+            error_page(err, Some(&member.0))
+        }
+        Err(err) => {
+            let forms = Forms::failed("edit-stage", &form, &err, STAGE_FIELDS);
+            let viewer = Viewer(member.0.clone());
+            render_stage(&state, &viewer, id, None, FlashMessage(None), forms, err.status).await
+        }
+    }
+}
+
+/// `POST /stages/{id}/delete` (confirmed): deletes a stage.
+pub async fn stage_delete_post(
+    State(state): State<AppState>,
+    Ui(member): Ui<Member>,
+    IdPath(id): IdPath,
+    body: Bytes,
+) -> Response {
+    if !FormData::parse(&body).confirmed() {
+        return confirmation_page(
+            &member.0,
+            "Delete the stage?",
+            &format!("/stages/{id}/delete"),
+            "Deleting a stage cannot be undone.",
+            "Delete stage",
+            &format!("/stages/{id}"),
+        );
+    }
+    let project_id = match state.store.get_stage(id).await {
+        Ok(stage) => stage.project_id,
+        Err(_) => {
+            return error_page(
+                WebError::not_found(format!("no stage with id {id}")),
+                Some(&member.0),
+            );
+        }
+    };
+    match api::stages::stage_delete(member.clone(), IdPath(id), State(state.clone())).await {
+        Ok(_) => see_other_with(
+            &format!("/projects/{project_id}"),
+            Flash::notice("Stage deleted."),
+        ),
+        Err(err) => see_other_with(&format!("/stages/{id}"), Flash::error(err.message)),
+    }
+}
+
+/// `POST /stages/{id}/deploy`: deploys the tag given, or what the policy selects when blank.
+pub async fn stage_deploy_post(
+    State(state): State<AppState>,
+    Ui(member): Ui<Member>,
+    IdPath(id): IdPath,
+    body: Bytes,
+) -> Response {
+    let form = FormData::parse(&body);
+    let tag = form.opt("tag");
+    let what = tag.as_ref().map_or_else(
+        || "what the tag policy selects".to_owned(),
+        |t| format!("tag {t}"),
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let json = Bytes::from(json!({ "tag": tag }).to_string());
+    let task_state = state.clone();
+    let task_member = member.clone();
+    let outcome = within(ACTION_WAIT, async move {
+        api::stage_actions::stage_deploy_post(task_member, IdPath(id), State(task_state), headers, json).await
+    })
+    .await;
+    let back = format!("/stages/{id}");
+    match outcome {
+        Ok(Finished::Done(Ok((status, Json(deployment))))) => {
+            let flash = if status == StatusCode::OK {
+                Flash::notice(format!("Stage already runs {}.", deployment.image_tag))
+            } else if deployment.status == "succeeded" {
+                Flash::notice(format!(
+                    "Deployed tag {} (instance {}).",
+                    deployment.image_tag,
+                    deployment.instance_id.unwrap_or_default()
+                ))
+            } else {
+                Flash::error(format!(
+                    "The deploy of tag {} failed: {}",
+                    deployment.image_tag,
+                    deployment.error.unwrap_or_default()
+                ))
+            };
+            see_other_with(&back, flash)
+        }
+        Ok(Finished::StillRunning) => see_other_with(
+            &back,
+            Flash::notice(format!(
+                "Deploying {what}… this page shows the outcome when it is done."
+            )),
+        ),
+        Ok(Finished::Done(Err(err))) if err.field.as_deref() == Some("tag") => {
+            let forms = Forms::failed("deploy", &form, &err, &["tag"]);
+            let viewer = Viewer(member.0.clone());
+            render_stage(&state, &viewer, id, None, FlashMessage(None), forms, err.status).await
+        }
+        Ok(Finished::Done(Err(err))) | Err(err) => action_failed(&member.0, &back, err),
+    }
+}
+
+/// `POST /stages/{id}/poll`: polls the stage's repository now.
+pub async fn stage_poll_post(
+    State(state): State<AppState>,
+    Ui(member): Ui<Member>,
+    IdPath(id): IdPath,
+) -> Response {
+    let task_state = state.clone();
+    let task_member = member.clone();
+    let outcome = within(ACTION_WAIT, async move {
+        api::stage_poll::stage_poll_post(task_member, IdPath(id), State(task_state)).await
+    })
+    .await;
+    let back = format!("/stages/{id}");
+    match outcome {
+        Ok(Finished::Done(Ok(Json(report)))) => {
+            let decision = serde_json::to_value(report.decision)
+                .ok()
+                .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+                .unwrap_or_default();
+            let selected = report
+                .selected_tag
+                .map_or_else(|| "no tag".to_owned(), |t| format!("tag {t}"));
+            let mut message = format!(
+                "Polled: {} tag{} in the registry, selected {selected}: {decision}.",
+                report.tags_seen.len(),
+                if report.tags_seen.len() == 1 { "" } else { "s" },
+            );
+            if let Some(error) = report.deploy_error {
+                message.push_str(&format!(" The deploy could not run: {error}"));
+                return see_other_with(&back, Flash::error(message));
+            }
+            if let Some(d) = report.deployment.filter(|d| d.status == "failed") {
+                message.push_str(&format!(" The deploy failed: {}", d.error.unwrap_or_default()));
+                return see_other_with(&back, Flash::error(message));
+            }
+            see_other_with(&back, Flash::notice(message))
+        }
+        Ok(Finished::StillRunning) => see_other_with(
+            &back,
+            Flash::notice("Polling… a deploy it starts shows up here when it is done."),
+        ),
+        Ok(Finished::Done(Err(err))) | Err(err) => action_failed(&member.0, &back, err),
+    }
+}
+
+/// `POST /stages/{id}/rollback` (confirmed): brings back the previous successful instance.
+pub async fn stage_rollback_post(
+    State(state): State<AppState>,
+    Ui(member): Ui<Member>,
+    IdPath(id): IdPath,
+    body: Bytes,
+) -> Response {
+    let back = format!("/stages/{id}");
+    if !FormData::parse(&body).confirmed() {
+        return confirmation_page(
+            &member.0,
+            "Roll back the stage?",
+            &format!("/stages/{id}/rollback"),
+            "The previous successful instance is started again and takes the traffic; the current one is stopped.",
+            "Roll back",
+            &back,
+        );
+    }
+    let task_state = state.clone();
+    let task_member = member.clone();
+    let outcome = within(ACTION_WAIT, async move {
+        api::stage_actions::stage_rollback_post(task_member, IdPath(id), State(task_state)).await
+    })
+    .await;
+    match outcome {
+        Ok(Finished::Done(Ok((_, Json(d))))) if d.status == "succeeded" => see_other_with(
+            &back,
+            Flash::notice(format!("Rolled back to tag {}.", d.image_tag)),
+        ),
+        Ok(Finished::Done(Ok((_, Json(d))))) => see_other_with(
+            &back,
+            Flash::error(format!(
+                "The rollback to tag {} failed: {}",
+                d.image_tag,
+                d.error.unwrap_or_default()
+            )),
+        ),
+        Ok(Finished::StillRunning) => see_other_with(
+            &back,
+            Flash::notice("Rolling back… this page shows the outcome when it is done."),
+        ),
+        Ok(Finished::Done(Err(err))) | Err(err) => action_failed(&member.0, &back, err),
+    }
+}
+
+/// Which instance action a form asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InstanceAction {
+    Stop,
+    Start,
+    Restart,
+    Remove,
+}
+
+impl InstanceAction {
+    fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "stop" => Self::Stop,
+            "start" => Self::Start,
+            "restart" => Self::Restart,
+            "remove" => Self::Remove,
+            _ => return None,
+        })
+    }
+
+    /// Stopping takes a site down; removing cannot be undone.
+    fn needs_confirmation(self) -> bool {
+        matches!(self, Self::Stop | Self::Remove)
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Start => "start",
+            Self::Restart => "restart",
+            Self::Remove => "remove",
+        }
+    }
+
+    fn done(self) -> &'static str {
+        match self {
+            Self::Stop => "stopped",
+            Self::Start => "started",
+            Self::Restart => "restarted",
+            Self::Remove => "removed",
+        }
+    }
+}
+
+/// `POST /instances/{id}/{stop|start|restart|remove}`: an instance action, back to its stage.
+pub async fn instance_action_post(
+    State(state): State<AppState>,
+    Ui(member): Ui<Member>,
+    IdPath(id): IdPath,
+    Path((_, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Some(action) = InstanceAction::parse(&action) else {
+        return error_page(
+            WebError::not_found(format!("no instance action '{action}'")),
+            Some(&member.0),
+        );
+    };
+    let instance = match state.store.get_instance(id).await {
+        Ok(instance) => instance,
+        Err(_) => {
+            return error_page(
+                WebError::not_found(format!("no instance with id {id}")),
+                Some(&member.0),
+            );
+        }
+    };
+    let back = format!("/stages/{}", instance.stage_id);
+    let verb = action.verb();
+    if action.needs_confirmation() && !FormData::parse(&body).confirmed() {
+        return confirmation_page(
+            &member.0,
+            &format!("{} instance {id}?", capitalized(verb)),
+            &format!("/instances/{id}/{verb}"),
+            &format!(
+                "Instance {id} runs tag {} of {} / {}.{}",
+                instance.image_tag,
+                instance.project_name,
+                instance.stage_name,
+                if action == InstanceAction::Remove {
+                    " Its container is removed; this cannot be undone."
+                } else {
+                    " It stops serving traffic until it is started again."
+                }
+            ),
+            &format!("{} instance", capitalized(verb)),
+            &back,
+        );
+    }
+    let task_state = state.clone();
+    let task_member = member.clone();
+    let outcome = within(ACTION_WAIT, async move {
+        let state = State(task_state);
+        let result = match action {
+            InstanceAction::Stop => api::instances::instance_stop_post(task_member, IdPath(id), state).await,
+            InstanceAction::Start => {
+                api::instances::instance_start_post(task_member, IdPath(id), state).await
+            }
+            InstanceAction::Restart => {
+                api::instances::instance_restart_post(task_member, IdPath(id), state).await
+            }
+            InstanceAction::Remove => {
+                return api::instances::instance_delete(task_member, IdPath(id), state)
+                    .await
+                    .map(|_| ());
+            }
+        };
+        result.map(|_| ())
+    })
+    .await;
+    match outcome {
+        Ok(Finished::Done(Ok(()))) => {
+            see_other_with(&back, Flash::notice(format!("Instance {id} {}.", action.done())))
+        }
+        Ok(Finished::StillRunning) => see_other_with(
+            &back,
+            Flash::notice(format!(
+                "Instance {id}: {verb} in progress… this page shows the outcome when it is done."
+            )),
+        ),
+        Ok(Finished::Done(Err(err))) | Err(err) => action_failed(&member.0, &back, err),
+    }
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// An action that was refused or failed: back to the page, saying why. A missing page (404
+/// without a field) is an error page: there is nothing to go back to.
+fn action_failed(current: &CurrentUser, back: &str, err: WebError) -> Response {
+    if err.status == StatusCode::NOT_FOUND && err.field.is_none() {
+        return error_page(err, Some(current));
+    }
+    see_other_with(back, Flash::error(err.message))
+}
+
+#[derive(Template)]
+#[template(path = "confirm.html")]
+pub struct ConfirmPage {
+    pub chrome: Chrome,
+    pub question: String,
+    pub target: String,
+    pub explanation: String,
+    pub button: String,
+    pub cancel: String,
+}
+
+impl PageTemplate for ConfirmPage {
+    fn chrome(&self) -> &Chrome {
+        &self.chrome
+    }
+}
+
+/// The page a destructive post without `confirm=yes` gets: the question, and the form that
+/// confirms it (what the `<details>` confirmation sends in one step).
+pub fn confirmation_page(
+    current: &CurrentUser,
+    question: &str,
+    target: &str,
+    explanation: &str,
+    button: &str,
+    cancel: &str,
+) -> Response {
+    let page = ConfirmPage {
+        chrome: Chrome::new(current, question, Nav::None, FlashMessage(None)),
+        question: question.to_owned(),
+        target: target.to_owned(),
+        explanation: explanation.to_owned(),
+        button: button.to_owned(),
+        cancel: cancel.to_owned(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stage_form_becomes_the_apis_json() {
+        let form = FormData::parse(
+            b"name=web&tag_policy=tag%3Av1&auto_deploy=false&auto_deploy=true&schedule=&max_instances=\
+              &container.port=8080&container.env=A%3D1%0D%0A%0D%0AB%3Dx%3Dy&container.command=\
+              &container.health_check.path=%2Fhealth&container.health_check.expected_status=204\
+              &container.min_ready_seconds=&container.memory_mb=&container.cpus=0.5",
+        );
+        let created = stage_json(&form, false).unwrap();
+        assert_eq!(created["auto_deploy"], true);
+        assert!(created.get("schedule").is_none() && created.get("max_instances").is_none());
+        assert_eq!(created["container"]["port"], 8080);
+        assert_eq!(created["container"]["env"], json!({"A": "1", "B": "x=y"}));
+        assert_eq!(created["container"]["command"], Value::Null);
+        assert_eq!(
+            created["container"]["health_check"],
+            json!({"path": "/health", "expected_status": 204})
+        );
+        assert_eq!(created["container"]["cpus"], 0.5);
+        assert!(created["container"].get("min_ready_seconds").is_none());
+        let patched = stage_json(&form, true).unwrap();
+        assert_eq!(patched["schedule"], Value::Null);
+    }
+
+    #[test]
+    fn an_env_line_without_equals_names_the_env_field() {
+        let form = FormData::parse(b"container.env=A%3D1%0ANOPE");
+        let err = stage_json(&form, false).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("container.env"));
+        assert!(err.message.contains("line 2"), "{}", err.message);
+    }
+}

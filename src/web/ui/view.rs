@@ -1,0 +1,227 @@
+//! Display values built once, in Rust, for the templates: times as "5 min ago" with the exact
+//! UTC time beside them, short digests, status badges, and the rows of instances and
+//! deployments several pages show. Templates stay free of logic beyond loops and conditions.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::instance::{Deployment, DeploymentStatus, Instance, InstanceStatus};
+
+/// A point in time as pages show it.
+#[derive(Debug, Clone)]
+pub struct When {
+    /// RFC 3339, for `<time datetime>`.
+    pub iso: String,
+    /// `2026-01-02 03:04:05 UTC`, for the tooltip.
+    pub utc: String,
+    /// `5 min ago`.
+    pub ago: String,
+}
+
+impl When {
+    pub fn new(t: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+        Self {
+            iso: crate::clock::format_time(t),
+            utc: t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            ago: ago(t, now),
+        }
+    }
+
+    pub fn opt(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<Self> {
+        t.map(|t| Self::new(t, now))
+    }
+}
+
+/// How long ago `t` was, roughly, in words.
+pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - t).num_seconds();
+    let (future, secs) = (secs < 0, secs.unsigned_abs());
+    let amount = match secs {
+        0..=9 => return "just now".to_owned(),
+        10..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min", secs / 60),
+        3600..=86_399 => format!("{} h", secs / 3600),
+        _ => {
+            let days = secs / 86_400;
+            format!("{days} day{}", if days == 1 { "" } else { "s" })
+        }
+    };
+    if future {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
+/// The first 12 hex digits of a digest (`sha256:4f53c1…` → `4f53c1…`), as `docker images` shows.
+pub fn short_digest(digest: Option<&str>) -> String {
+    let Some(digest) = digest else {
+        return String::new();
+    };
+    let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
+    hex.chars().take(12).collect()
+}
+
+/// The badge class of an instance status: what it means for someone glancing at the page.
+pub fn instance_status_class(status: InstanceStatus) -> &'static str {
+    match status {
+        InstanceStatus::Running => "ok",
+        InstanceStatus::Pending | InstanceStatus::Deploying | InstanceStatus::Removing => "busy",
+        InstanceStatus::Stopped => "idle",
+        InstanceStatus::Failed => "bad",
+        InstanceStatus::Missing => "warn",
+    }
+}
+
+pub fn deployment_status_class(status: DeploymentStatus) -> &'static str {
+    match status {
+        DeploymentStatus::Running => "busy",
+        DeploymentStatus::Succeeded => "ok",
+        DeploymentStatus::Failed => "bad",
+    }
+}
+
+/// An instance row.
+#[derive(Debug, Clone)]
+pub struct InstanceView {
+    pub id: i64,
+    pub project_id: i64,
+    pub project_name: String,
+    pub stage_id: i64,
+    pub stage_name: String,
+    pub tag: String,
+    pub digest: String,
+    pub digest_short: String,
+    pub status: String,
+    pub status_class: &'static str,
+    /// Since when it has this status.
+    pub since: When,
+    /// Whether it serves its stage's traffic now.
+    pub is_current: bool,
+    pub hostname: Option<String>,
+    /// The link to the hostname through the reverse proxy.
+    pub href: Option<String>,
+    pub container_name: String,
+    pub host_port: Option<u16>,
+    pub exit_code: Option<i64>,
+    pub can_stop: bool,
+    pub can_start: bool,
+    pub can_restart: bool,
+    pub can_remove: bool,
+}
+
+impl InstanceView {
+    /// `stage_hostname`: the hostname its stage routes (single stages), shown for the current
+    /// instance; per-tag instances have their own.
+    pub fn new(i: &Instance, per_tag: bool, stage_hostname: Option<&str>, now: DateTime<Utc>) -> Self {
+        let since = match i.status {
+            InstanceStatus::Running => i.started_at.or(i.last_alive_at),
+            InstanceStatus::Stopped | InstanceStatus::Failed | InstanceStatus::Missing => {
+                i.stopped_at.or(i.last_alive_at)
+            }
+            _ => None,
+        }
+        .unwrap_or(i.created_at);
+        let is_current = i.is_current || (per_tag && i.status == InstanceStatus::Running);
+        let hostname = i.hostname.clone().or_else(|| {
+            (is_current && !per_tag)
+                .then(|| stage_hostname.map(str::to_owned))
+                .flatten()
+        });
+        let status = i.status;
+        Self {
+            id: i.id,
+            project_id: i.project_id,
+            project_name: i.project_name.clone(),
+            stage_id: i.stage_id,
+            stage_name: i.stage_name.clone(),
+            tag: i.image_tag.clone(),
+            digest: i.image_digest.clone().unwrap_or_default(),
+            digest_short: short_digest(i.image_digest.as_deref()),
+            status: status.to_string(),
+            status_class: instance_status_class(status),
+            since: When::new(since, now),
+            is_current,
+            href: hostname.as_ref().map(|h| format!("http://{h}/")),
+            hostname,
+            container_name: i.container_name.clone().unwrap_or_default(),
+            host_port: i.host_port,
+            exit_code: i.exit_code,
+            can_stop: status == InstanceStatus::Running,
+            can_start: matches!(status, InstanceStatus::Stopped | InstanceStatus::Failed),
+            can_restart: matches!(status, InstanceStatus::Running | InstanceStatus::Stopped),
+            // Removing the running instance a stage routes to is refused: stop it first.
+            can_remove: match status {
+                InstanceStatus::Removing | InstanceStatus::Deploying | InstanceStatus::Pending => false,
+                InstanceStatus::Running => !is_current,
+                _ => true,
+            },
+        }
+    }
+}
+
+/// A deployment row.
+#[derive(Debug, Clone)]
+pub struct DeploymentView {
+    pub id: i64,
+    pub stage_id: i64,
+    pub instance_id: Option<i64>,
+    pub tag: String,
+    pub digest_short: String,
+    pub trigger: String,
+    pub status: String,
+    pub status_class: &'static str,
+    pub error: Option<String>,
+    pub actor: String,
+    pub started: When,
+    /// `12.3 s`; empty while running.
+    pub duration: String,
+}
+
+impl DeploymentView {
+    pub fn new(d: &Deployment, now: DateTime<Utc>) -> Self {
+        let duration = d.finished_at.map_or_else(String::new, |end| {
+            let ms = (end - d.started_at).num_milliseconds().max(0);
+            format!("{:.1} s", ms as f64 / 1000.0)
+        });
+        Self {
+            id: d.id,
+            stage_id: d.stage_id,
+            instance_id: d.instance_id,
+            tag: d.image_tag.clone(),
+            digest_short: short_digest(d.image_digest.as_deref()),
+            trigger: d.trigger.to_string(),
+            status: d.status.to_string(),
+            status_class: deployment_status_class(d.status),
+            error: d.error.clone(),
+            actor: d.actor.clone().unwrap_or_default(),
+            started: When::new(d.started_at, now),
+            duration,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    #[test]
+    fn times_read_as_rough_durations() {
+        let now = Utc::now();
+        assert_eq!(ago(now, now), "just now");
+        assert_eq!(ago(now - TimeDelta::seconds(42), now), "42 s ago");
+        assert_eq!(ago(now - TimeDelta::minutes(5), now), "5 min ago");
+        assert_eq!(ago(now - TimeDelta::hours(3), now), "3 h ago");
+        assert_eq!(ago(now - TimeDelta::days(1), now), "1 day ago");
+        assert_eq!(ago(now - TimeDelta::days(9), now), "9 days ago");
+        assert_eq!(ago(now + TimeDelta::minutes(2), now), "in 2 min");
+    }
+
+    #[test]
+    fn digests_are_shortened_like_docker_does() {
+        let digest = format!("sha256:{}", "4f53c1".repeat(11));
+        assert_eq!(short_digest(Some(&digest)), "4f53c14f53c1");
+        assert_eq!(short_digest(None), "");
+    }
+}
