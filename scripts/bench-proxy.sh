@@ -128,7 +128,8 @@ http {
 }
 EOF
 "$NGINX" -p "$work/nginx-proxy" -c "$work/nginx-proxy/nginx.conf" 2>"$work/nginx-proxy.log" &
-pids+=($!)
+nginx_proxy_pid=$!
+pids+=($nginx_proxy_pid)
 
 # --- docker-watcher, with a standalone proxy to the upstream created through the API -----------
 DOCKER_WATCHER_CONFIG=/dev/null \
@@ -162,21 +163,43 @@ to_ms() { # wrk latency like 1.23ms, 850.00us, 1.02s
         else { printf "%s", v } }'
 }
 
-# run NAME PORT: one wrk run; appends "NAME rps p50 p99 errors" to $work/results.
+# CPU time (user and system, in clock ticks) of the given processes so far.
+cpu_ticks() {
+    local user=0 system=0 u s
+    for pid in "$@"; do
+        read -r u s < <(awk '{print $14, $15}' "/proc/$pid/stat" 2>/dev/null || echo "0 0")
+        user=$((user + u)) system=$((system + s))
+    done
+    echo "$user $system"
+}
+
+# run NAME PORT PID...: one wrk run against PORT, measuring the CPU the PIDs use; appends
+# "NAME rps p50 p99 errors user_us_per_request system_us_per_request" to $work/results.
 run() {
-    local name=$1 port=$2 out
+    local name=$1 port=$2 out u0 s0 u1 s1
+    shift 2
+    read -r u0 s0 < <(cpu_ticks "$@")
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "Host: $HOST" \
         "http://127.0.0.1:$port/index.html")
+    read -r u1 s1 < <(cpu_ticks "$@")
     local rps p50 p99 errors
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
     p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
     errors=$(awk '/Non-2xx or 3xx responses:/ {n += $NF} /Socket errors:/ {n += 1} END {print n + 0}' <<<"$out")
-    printf '%s %s %s %s %s\n' "$name" "$rps" "$p50" "$p99" "$errors" >>"$work/results"
-    printf '  %-15s %10s req/s   p50 %8s ms   p99 %8s ms   errors %s\n' "$name" "$rps" "$p50" "$p99" "$errors" >&2
+    local requests hz user_us system_us
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    hz=$(getconf CLK_TCK)
+    user_us=$(awk -v t=$((u1 - u0)) -v n="$requests" -v hz="$hz" 'BEGIN {printf "%.2f", n ? t * 1e6 / hz / n : 0}')
+    system_us=$(awk -v t=$((s1 - s0)) -v n="$requests" -v hz="$hz" 'BEGIN {printf "%.2f", n ? t * 1e6 / hz / n : 0}')
+    printf '%s %s %s %s %s %s %s\n' "$name" "$rps" "$p50" "$p99" "$errors" "$user_us" "$system_us" >>"$work/results"
+    printf '  %-15s %10s req/s   p50 %8s ms   p99 %8s ms   errors %s   CPU/request %s µs user + %s µs sys\n' \
+        "$name" "$rps" "$p50" "$p99" "$errors" "$user_us" "$system_us" >&2
 }
 
-log "warming up (3 s each)"
+# Other work on the machine skews both proxies alike, but makes the ratios noisier: say so.
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+log "warming up (3 s each); load average before: $load_before"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -H "Host: $HOST" "http://127.0.0.1:$NGINX_PROXY_PORT/index.html" >/dev/null
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -H "Host: $HOST" "http://127.0.0.1:$DW_PROXY_PORT/index.html" >/dev/null
 
@@ -185,7 +208,8 @@ log "measuring: $ROUNDS rounds of wrk -t$THREADS -c$CONNECTIONS -d$DURATION --la
 peak_rss=0
 for round in $(seq 1 "$ROUNDS"); do
     log "round $round"
-    run nginx "$NGINX_PROXY_PORT"
+    # shellcheck disable=SC2046 # one PID per word
+    run nginx "$NGINX_PROXY_PORT" $(pgrep -P "$nginx_proxy_pid")
     # Sample docker-watcher's memory while it is under load.
     (
         peak=0
@@ -197,7 +221,7 @@ for round in $(seq 1 "$ROUNDS"); do
         done
     ) &
     sampler=$!
-    run docker-watcher "$DW_PROXY_PORT"
+    run docker-watcher "$DW_PROXY_PORT" "$dw_pid"
     touch "$work/stop-sampling"
     wait "$sampler" 2>/dev/null || true
     rm -f "$work/stop-sampling"
@@ -211,6 +235,7 @@ median() { sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; e
 stat() { awk -v n="$1" -v c="$2" '$1 == n {print $c}' "$work/results" | median; }
 ng_rps=$(stat nginx 2) ng_p50=$(stat nginx 3) ng_p99=$(stat nginx 4)
 dw_rps=$(stat docker-watcher 2) dw_p50=$(stat docker-watcher 3) dw_p99=$(stat docker-watcher 4)
+ng_user=$(stat nginx 6) ng_sys=$(stat nginx 7) dw_user=$(stat docker-watcher 6) dw_sys=$(stat docker-watcher 7)
 errors=$(awk '{n += $5} END {print n + 0}' "$work/results")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 rps_ratio=$(ratio "$dw_rps" "$ng_rps")
@@ -222,13 +247,14 @@ verdict() { awk -v r="$1" -v op="$2" -v limit="$3" 'BEGIN {
 cat <<EOF
 
 Reverse proxy benchmark — wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds (medians), upstream nginx on 127.0.0.1
-                      requests/s      p50 (ms)      p99 (ms)
-  nginx               $(printf '%10.0f    %10.3f    %10.3f' "$ng_rps" "$ng_p50" "$ng_p99")
-  docker-watcher      $(printf '%10.0f    %10.3f    %10.3f' "$dw_rps" "$dw_p50" "$dw_p99")
+                      requests/s      p50 (ms)      p99 (ms)   CPU µs/request (user + sys)
+  nginx               $(printf '%10.0f    %10.3f    %10.3f    %6.2f + %.2f' "$ng_rps" "$ng_p50" "$ng_p99" "$ng_user" "$ng_sys")
+  docker-watcher      $(printf '%10.0f    %10.3f    %10.3f    %6.2f + %.2f' "$dw_rps" "$dw_p50" "$dw_p99" "$dw_user" "$dw_sys")
   ratio (dw / nginx)  $(printf '%10s    %10s    %10s' "$rps_ratio" "$p50_ratio" "$p99_ratio")
 
   throughput  ${rps_ratio}× nginx   (budget ≥ 0.9×, goal ≥ 1.0×): $(verdict "$rps_ratio" ">=" 0.9)
   p99 latency ${p99_ratio}× nginx   (budget ≤ 1.25×): $(verdict "$p99_ratio" "<=" 1.25)
   docker-watcher resident memory: $((peak_rss / 1024)) MiB peak under load, $((idle_rss / 1024)) MiB after it
   non-2xx responses and socket errors across all runs: $errors
+  load average before the run: $load_before (other work on the machine makes the ratios noisier)
 EOF

@@ -281,10 +281,9 @@ impl Forwarder {
         if let Some(protocol) = protocol {
             parts.headers.insert(UPGRADE, protocol);
         }
-        let shutdown = self.shutdown.clone();
         let linger = self.options.idle_timeout;
-        // A tunnel outlives the request that opened it, on the same worker thread; it ends
-        // with the application (or when that thread's runtime is dropped).
+        // A tunnel outlives the request that opened it, on the same worker thread; at shutdown
+        // it ends with that thread's runtime.
         tokio::spawn(async move {
             let _guard = guard;
             let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -294,10 +293,7 @@ impl Forwarder {
                     return;
                 }
             };
-            tokio::select! {
-                () = pipe(TokioIo::new(client), TokioIo::new(upstream), linger) => {}
-                () = shutdown.cancelled() => {}
-            }
+            pipe(TokioIo::new(client), TokioIo::new(upstream), linger).await;
         });
         Response::from_parts(parts, ProxyBody::empty())
     }

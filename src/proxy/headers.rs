@@ -60,27 +60,22 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding` and `Upgrade` (callers put `Upgrade` back
 /// when they tunnel).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+    // One pass over the names first: most messages carry none of these, and a look at each
+    // name is cheaper than a hashed removal of every hop-by-hop name.
+    let is_hop_by_hop = |name: &HeaderName| {
+        HOP_BY_HOP.contains(name) || name == UPGRADE || name.as_str().starts_with("proxy-")
+    };
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
     }
-    for name in HOP_BY_HOP {
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name))
+        .cloned()
+        .collect();
+    doomed.extend(connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()));
+    for name in doomed {
         headers.remove(name);
-    }
-    headers.remove(UPGRADE);
-    if headers.keys().any(|name| name.as_str().starts_with("proxy-")) {
-        let proxy: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| name.as_str().starts_with("proxy-"))
-            .cloned()
-            .collect();
-        for name in proxy {
-            headers.remove(name);
-        }
     }
 }
 
