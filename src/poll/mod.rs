@@ -85,13 +85,18 @@ const MAX_RESOLVE_ROUNDS: usize = 3;
 /// How long a deploy in progress at shutdown may go on before it is dropped.
 const DEPLOY_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The waits between the polls of a webhook while the pushed tags are not visible yet.
-const WEBHOOK_SETTLE_DELAYS: [Duration; 6] = [
+const WEBHOOK_SETTLE_DELAYS: [Duration; 9] = [
     Duration::from_millis(100),
     Duration::from_millis(200),
     Duration::from_millis(400),
     Duration::from_millis(800),
     Duration::from_millis(1600),
     Duration::from_millis(2000),
+    // A loaded registry can take longer to link the tag: keep looking for half a minute rather
+    // than leave the push to the next scheduled poll, which may be an hour away.
+    Duration::from_millis(4000),
+    Duration::from_millis(8000),
+    Duration::from_millis(15000),
 ];
 /// How long a poll in progress at shutdown may go on.
 const POLL_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

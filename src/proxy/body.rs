@@ -19,6 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::upstream::{UpstreamConnection, UpstreamSlot};
 use crate::metrics::OpenGuard;
 use crate::routes::ConnectionGuard;
 
@@ -131,11 +132,26 @@ enum Kind {
 #[derive(Debug)]
 struct UpstreamBody {
     inner: Incoming,
+    /// The connection the body arrives on: polled here, since nothing else drives it, and
+    /// handed back to the client connection's slot once the body is complete.
+    connection: Option<UpstreamConnection>,
+    slot: Arc<UpstreamSlot>,
     idle_timeout: Duration,
     /// Armed the first time the upstream has nothing ready, reset after each frame.
     idle: Option<Pin<Box<Sleep>>>,
     progressed: bool,
     _guard: RequestGuard,
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // Only a connection whose response was read to the end can carry another request.
+        if self.inner.is_end_stream()
+            && let Some(connection) = self.connection.take()
+        {
+            self.slot.release(connection);
+        }
+    }
 }
 
 impl ProxyBody {
@@ -151,10 +167,18 @@ impl ProxyBody {
         }
     }
 
-    pub fn upstream(inner: Incoming, idle_timeout: Duration, guard: RequestGuard) -> Self {
+    pub fn upstream(
+        inner: Incoming,
+        connection: UpstreamConnection,
+        slot: Arc<UpstreamSlot>,
+        idle_timeout: Duration,
+        guard: RequestGuard,
+    ) -> Self {
         Self {
             kind: Kind::Upstream(UpstreamBody {
                 inner,
+                connection: Some(connection),
+                slot,
                 idle_timeout,
                 idle: None,
                 progressed: false,
@@ -165,6 +189,16 @@ impl ProxyBody {
 }
 
 impl UpstreamBody {
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(connection) = &mut self.connection
+            && !connection.poll_drive(cx)
+        {
+            // Ended (the upstream closed after this response): the body has what it needs.
+            self.connection = None;
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
     /// Whether the upstream has been silent for the idle timeout; registers the waker otherwise.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
         let deadline = Instant::now() + self.idle_timeout;
@@ -192,7 +226,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().kind {
             Kind::Page(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream(body) => match Pin::new(&mut body.inner).poll_frame(cx) {
+            Kind::Upstream(body) => match body.poll_inner(cx) {
                 Poll::Ready(frame) => {
                     body.progressed = true;
                     Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))

@@ -15,16 +15,14 @@ use http::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ProxyOptions;
 use super::body::{BodyProgress, ProxyBody, RequestBody, RequestGuard};
+use super::upstream::{Connector, UpstreamConnection, UpstreamFailure, UpstreamSlot, WorkerPool};
 use super::{headers, pages};
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
@@ -33,13 +31,11 @@ use crate::routes::{ConnectionGuard, Route, RouteTable, RouteTarget};
 /// How many times a request follows a host that moves while it is being routed.
 const MAX_ROUTE_LOOKUPS: usize = 4;
 
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
-
 /// What the proxy shares between all its listeners and connections.
 #[derive(Debug)]
 pub struct Forwarder {
     routes: RouteTable,
-    /// TLS for `https` upstreams; each worker builds its own client (and pool) with it.
+    /// TLS for `https` upstreams; each worker builds its own pool with it.
     upstream_tls: rustls::ClientConfig,
     metrics: Arc<Metrics>,
     clock: SharedClock,
@@ -51,9 +47,9 @@ pub struct Forwarder {
 #[derive(Debug)]
 pub struct ConnectionContext {
     pub forwarder: Arc<Forwarder>,
-    /// The upstream client of the worker thread serving this connection: its pooled
-    /// connections are driven by that thread only.
-    pub client: UpstreamClient,
+    /// The upstream connection this client connection keeps between requests (from the pool
+    /// of the worker thread serving it).
+    pub upstream: Arc<UpstreamSlot>,
     /// The client's address, as it goes into `X-Forwarded-For`.
     pub client_ip: HeaderValue,
     /// `http` or `https`, for `X-Forwarded-Proto`.
@@ -62,18 +58,15 @@ pub struct ConnectionContext {
     pub redirect_to_https_port: Option<u16>,
 }
 
-/// Why the upstream exchange failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum UpstreamFailure {
-    /// Refused, unreachable, or a TLS handshake that failed: 502.
-    Refused,
-    /// Connecting or waiting for the response headers took too long: 504.
-    Timeout,
-    /// The upstream closed or broke the exchange (a malformed answer): 502.
-    Broken,
+/// How an upstream failure is counted and answered.
+trait FailurePage {
+    /// The `kind` label of `proxy_upstream_errors`.
+    fn kind(self) -> &'static str;
+    /// The page the client gets: 504 for timeouts, 502 otherwise.
+    fn page(self) -> Response<ProxyBody>;
 }
 
-impl UpstreamFailure {
+impl FailurePage for UpstreamFailure {
     fn kind(self) -> &'static str {
         match self {
             Self::Refused => "refused",
@@ -108,9 +101,14 @@ impl Forwarder {
         })
     }
 
-    /// A new pooled upstream client (one per worker thread).
-    pub fn upstream_client(&self) -> UpstreamClient {
-        upstream_client(&self.options, self.upstream_tls.clone())
+    /// A new pool of idle upstream connections (one per worker thread).
+    pub fn worker_pool(&self) -> WorkerPool {
+        let connector = Connector::new(self.upstream_tls.clone(), self.options.connect_timeout);
+        WorkerPool::new(
+            connector,
+            self.options.pool_idle_timeout,
+            self.options.pool_max_idle_per_upstream,
+        )
     }
 
     /// The gauge of client connections open on the proxy's listeners.
@@ -215,8 +213,11 @@ impl Forwarder {
         let (body, progress) = RequestBody::new(body);
 
         let request = Request::from_parts(parts, body);
-        let response = match self.send(&connection.client, request, progress).await {
-            Ok(response) => response,
+        let sent = self
+            .send(&connection.upstream, &route.upstream, request, progress)
+            .await;
+        let (response, upstream) = match sent {
+            Ok(exchange) => exchange,
             Err(failure) => {
                 self.metrics.proxy.upstream_error(&route.hostname, failure.kind());
                 return failure.page();
@@ -224,7 +225,7 @@ impl Forwarder {
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             return match upgrade {
-                Some((_, client)) => self.tunnel(client, response, guard),
+                Some((_, client)) => self.tunnel(client, response, upstream, guard),
                 // An upstream may not switch protocols unasked (RFC 9110 §15.2.2).
                 None => {
                     self.metrics
@@ -236,7 +237,14 @@ impl Forwarder {
         }
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        Response::from_parts(parts, ProxyBody::upstream(body, self.options.idle_timeout, guard))
+        let body = ProxyBody::upstream(
+            body,
+            upstream,
+            connection.upstream.clone(),
+            self.options.idle_timeout,
+            guard,
+        );
+        Response::from_parts(parts, body)
     }
 
     /// Sends a request upstream and waits for the response headers. The response timeout counts
@@ -244,17 +252,18 @@ impl Forwarder {
     /// is not cut while it still flows.
     async fn send(
         &self,
-        client: &UpstreamClient,
+        slot: &UpstreamSlot,
+        upstream: &crate::routes::Upstream,
         request: Request<RequestBody>,
         progress: Option<Arc<BodyProgress>>,
-    ) -> Result<Response<Incoming>, UpstreamFailure> {
+    ) -> Result<(Response<Incoming>, UpstreamConnection), UpstreamFailure> {
         let timeout = self.options.response_timeout;
-        let mut response = client.request(request);
+        let response = slot.send(upstream.scheme == "https", &upstream.authority, request);
+        tokio::pin!(response);
         let mut deadline = Instant::now() + timeout;
         loop {
-            match tokio::time::timeout_at(deadline, &mut response).await {
-                Ok(Ok(response)) => return Ok(response),
-                Ok(Err(error)) => return Err(classify(&error)),
+            match tokio::time::timeout_at(deadline, response.as_mut()).await {
+                Ok(result) => return result,
                 Err(_) => match progress.as_ref().map(|p| p.last() + timeout) {
                     Some(next) if next > Instant::now() => deadline = next,
                     _ => return Err(UpstreamFailure::Timeout),
@@ -269,6 +278,7 @@ impl Forwarder {
         &self,
         client: OnUpgrade,
         mut response: Response<Incoming>,
+        connection: UpstreamConnection,
         guard: RequestGuard,
     ) -> Response<ProxyBody> {
         let upstream = hyper::upgrade::on(&mut response);
@@ -286,8 +296,16 @@ impl Forwarder {
         // it ends with that thread's runtime.
         tokio::spawn(async move {
             let _guard = guard;
-            let (client, upstream) = match tokio::try_join!(client, upstream) {
-                Ok(pair) => pair,
+            // The upstream connection hands its socket over once its state machine has seen
+            // the `101` through, so it is driven alongside.
+            let drive = async {
+                if let Some(driver) = connection.into_driver() {
+                    let _ = driver.await;
+                }
+                Ok::<(), hyper::Error>(())
+            };
+            let (_, client, upstream) = match tokio::try_join!(drive, client, upstream) {
+                Ok(upgraded) => upgraded,
                 Err(error) => {
                     tracing::debug!(%error, "an upgrade did not complete");
                     return;
@@ -349,23 +367,6 @@ fn https_redirect(
     }
 }
 
-fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamFailure {
-    if !error.is_connect() {
-        return UpstreamFailure::Broken;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return UpstreamFailure::Timeout;
-        }
-        source = cause.source();
-    }
-    UpstreamFailure::Refused
-}
-
 /// The TLS configuration for `https` upstreams: aws-lc-rs and the platform's roots.
 fn upstream_tls() -> Result<rustls::ClientConfig, rustls::Error> {
     use rustls_platform_verifier::BuilderVerifierExt;
@@ -376,24 +377,4 @@ fn upstream_tls() -> Result<rustls::ClientConfig, rustls::Error> {
             .with_platform_verifier()?
             .with_no_client_auth(),
     )
-}
-
-/// A pooled client for requests upstream: HTTP/1.1 keep-alive connections reused per upstream,
-/// `TCP_NODELAY`, a connect timeout, and rustls for `https` targets.
-fn upstream_client(options: &ProxyOptions, tls: rustls::ClientConfig) -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(options.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(options.pool_idle_timeout)
-        .pool_max_idle_per_host(options.pool_max_idle_per_upstream)
-        .build(connector)
 }

@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Proxy;
 use super::forward::{ConnectionContext, Forwarder};
+use super::upstream::UpstreamSlot;
 
 /// How long a client has to complete a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -163,7 +164,19 @@ async fn run_worker(
     load: Arc<AtomicUsize>,
 ) {
     let shutdown = forwarder.shutdown.clone();
-    let client = forwarder.upstream_client();
+    let pool = Arc::new(forwarder.worker_pool());
+    // Idle upstream connections nobody took back are closed after the pool's idle timeout.
+    let sweeper = {
+        let pool = pool.clone();
+        let every = forwarder.options.pool_idle_timeout;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                pool.sweep();
+            }
+        })
+    };
     let options = &forwarder.options;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -192,7 +205,7 @@ async fn run_worker(
         };
         let context = Arc::new(ConnectionContext {
             forwarder: forwarder.clone(),
-            client: client.clone(),
+            upstream: Arc::new(UpstreamSlot::new(pool.clone())),
             client_ip: client_ip(peer),
             proto: match kind {
                 ListenerKind::Http { .. } => "http",
@@ -216,6 +229,7 @@ async fn run_worker(
     }
     connections.close();
     connections.wait().await;
+    sweeper.abort();
 }
 
 fn client_ip(peer: SocketAddr) -> HeaderValue {
@@ -279,7 +293,13 @@ where
 /// by every connection, on every wake-up of every connection, which showed in profiles.
 #[derive(Debug, Clone, Default)]
 struct Closers {
-    senders: Arc<std::sync::Mutex<(u64, HashMap<u64, oneshot::Sender<()>>)>>,
+    senders: Arc<std::sync::Mutex<Registry>>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    next_id: u64,
+    senders: HashMap<u64, oneshot::Sender<()>>,
 }
 
 /// One connection's shutdown signal; leaving the registry when the connection ends.
@@ -294,28 +314,28 @@ struct Closed {
 impl Closers {
     fn register(&self) -> Closed {
         let (sender, signal) = oneshot::channel();
-        let mut guard = self.senders.lock().unwrap_or_else(|e| e.into_inner());
-        let (next_id, senders) = &mut *guard;
-        *next_id += 1;
-        senders.insert(*next_id, sender);
+        let mut registry = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        registry.next_id += 1;
+        let id = registry.next_id;
+        registry.senders.insert(id, sender);
         Closed {
             signal,
-            id: *next_id,
+            id,
             closers: self.clone(),
         }
     }
 
     /// Signals every registered connection to shut down.
     fn close_all(&self) {
-        let mut guard = self.senders.lock().unwrap_or_else(|e| e.into_inner());
-        guard.1.clear();
+        let mut registry = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        registry.senders.clear();
     }
 }
 
 impl Drop for Closed {
     fn drop(&mut self) {
-        let mut guard = self.closers.senders.lock().unwrap_or_else(|e| e.into_inner());
-        guard.1.remove(&self.id);
+        let mut registry = self.closers.senders.lock().unwrap_or_else(|e| e.into_inner());
+        registry.senders.remove(&self.id);
     }
 }
 

@@ -8,6 +8,8 @@
 //!   timeouts, WebSocket/`Upgrade` tunnels, drain guards and metrics.
 //! - [`headers`]: the pure header and URI rewriting rules.
 //! - [`body`]: streaming bodies (never buffered whole) with progress and idle tracking.
+//! - [`upstream`]: keep-alive upstream connections kept next to the client connection using
+//!   them and driven on its task, with a per-worker pool for the rest.
 //! - [`pages`]: the small HTML pages the proxy answers with itself (404, 502, 504, …).
 //! - [`tls`]: certificates per hostname or wildcard, picked by SNI.
 //!
@@ -22,6 +24,7 @@ mod headers;
 mod listener;
 mod pages;
 pub mod tls;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;

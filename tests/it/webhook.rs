@@ -66,9 +66,9 @@ async fn a_registry_notification_brings_a_push_live_without_waiting_for_the_sche
     .await;
 
     images.push(&format!("{image}:live"), "web", "first push").await;
-    wait_until_serving(&admin, stage_id, "first push", 30).await;
+    wait_until_serving(&admin, stage_id, "first push", 60).await;
     images.push(&format!("{image}:live"), "web", "second push").await;
-    wait_until_serving(&admin, stage_id, "second push", 30).await;
+    wait_until_serving(&admin, stage_id, "second push", 60).await;
     let history = deployments(&admin, stage_id).await;
     assert_eq!(history.len(), 2, "{history:?}");
     assert!(
