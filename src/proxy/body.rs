@@ -19,7 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use super::upstream::{UpstreamConnection, UpstreamSlot};
+use super::upstream::{Exchange, UpstreamSlot};
 use crate::metrics::OpenGuard;
 use crate::routes::ConnectionGuard;
 
@@ -131,10 +131,9 @@ enum Kind {
 
 #[derive(Debug)]
 struct UpstreamBody {
-    inner: Incoming,
-    /// The connection the body arrives on: polled here, since nothing else drives it, and
-    /// handed back to the client connection's slot once the body is complete.
-    connection: Option<UpstreamConnection>,
+    /// The exchange the body is read from; handed back to the client connection's slot once
+    /// the body is complete (`None` after that).
+    exchange: Option<Exchange>,
     slot: Arc<UpstreamSlot>,
     idle_timeout: Duration,
     /// Armed the first time the upstream has nothing ready, reset after each frame.
@@ -145,12 +144,7 @@ struct UpstreamBody {
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        // Only a connection whose response was read to the end can carry another request.
-        if self.inner.is_end_stream()
-            && let Some(connection) = self.connection.take()
-        {
-            self.slot.release(connection);
-        }
+        self.release();
     }
 }
 
@@ -168,35 +162,45 @@ impl ProxyBody {
     }
 
     pub fn upstream(
-        inner: Incoming,
-        connection: UpstreamConnection,
+        exchange: Exchange,
         slot: Arc<UpstreamSlot>,
         idle_timeout: Duration,
         guard: RequestGuard,
     ) -> Self {
+        let mut body = UpstreamBody {
+            exchange: Some(exchange),
+            slot,
+            idle_timeout,
+            idle: None,
+            progressed: false,
+            _guard: guard,
+        };
+        // A body-less response frees its connection for the next request at once.
+        body.release();
         Self {
-            kind: Kind::Upstream(UpstreamBody {
-                inner,
-                connection: Some(connection),
-                slot,
-                idle_timeout,
-                idle: None,
-                progressed: false,
-                _guard: guard,
-            }),
+            kind: Kind::Upstream(body),
         }
     }
 }
 
 impl UpstreamBody {
-    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        if let Some(connection) = &mut self.connection
-            && !connection.poll_drive(cx)
+    /// Once the body is complete, hands its connection back to the slot (only a connection
+    /// whose response was read to the end can carry another request).
+    fn release(&mut self) {
+        if self.exchange.as_ref().is_some_and(Exchange::is_done)
+            && let Some(connection) = self.exchange.take().and_then(Exchange::into_reusable)
         {
-            // Ended (the upstream closed after this response): the body has what it needs.
-            self.connection = None;
+            self.slot.release(connection);
         }
-        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        let Some(exchange) = &mut self.exchange else {
+            return Poll::Ready(None);
+        };
+        let data = ready!(exchange.poll_data(cx));
+        self.release();
+        Poll::Ready(data.map(|d| d.map_err(BoxError::from)))
     }
 
     /// Whether the upstream has been silent for the idle timeout; registers the waker otherwise.
@@ -214,6 +218,10 @@ impl UpstreamBody {
         self.progressed = false;
         sleep.as_mut().poll(cx).is_ready()
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.exchange.as_ref().is_none_or(Exchange::is_done)
+    }
 }
 
 impl Body for ProxyBody {
@@ -227,9 +235,9 @@ impl Body for ProxyBody {
         match &mut self.get_mut().kind {
             Kind::Page(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body) => match body.poll_inner(cx) {
-                Poll::Ready(frame) => {
+                Poll::Ready(data) => {
                     body.progressed = true;
-                    Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                    Poll::Ready(data.map(|d| d.map(Frame::data)))
                 }
                 Poll::Pending if body.idle_expired(cx) => {
                     Poll::Ready(Some(Err(Box::new(IdleTimeout(body.idle_timeout)))))
@@ -242,14 +250,17 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Page(bytes) => bytes.is_none(),
-            Kind::Upstream(body) => body.inner.is_end_stream(),
+            Kind::Upstream(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Page(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(body) => body.inner.size_hint(),
+            Kind::Upstream(body) => match body.exchange.as_ref().map_or(Some(0), Exchange::remaining) {
+                Some(remaining) => SizeHint::with_exact(remaining),
+                None => SizeHint::default(),
+            },
         }
     }
 }

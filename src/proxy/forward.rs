@@ -11,8 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{CONNECTION, HOST, HeaderValue, UPGRADE};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderValue, UPGRADE};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -22,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::ProxyOptions;
 use super::body::{BodyProgress, ProxyBody, RequestBody, RequestGuard};
-use super::upstream::{Connector, UpstreamConnection, UpstreamFailure, UpstreamSlot, WorkerPool};
+use super::codec::{self, RequestFraming, ResponseHead};
+use super::upstream::{Connector, Exchange, Outgoing, UpstreamFailure, UpstreamSlot, WorkerPool};
 use super::{headers, pages};
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
@@ -208,24 +210,41 @@ impl Forwarder {
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(UPGRADE, protocol.clone());
         }
-        parts.uri = uri;
-        parts.version = Version::HTTP_11;
+        // The body's framing upstream is ours to write: a length when it is known, else chunks.
+        let had_length = headers.remove(CONTENT_LENGTH).is_some();
+        let framing = match body.size_hint().exact() {
+            _ if body.is_end_stream() => match had_length || body_expected(&parts.method) {
+                true => RequestFraming::Length(0),
+                false => RequestFraming::None,
+            },
+            Some(length) => RequestFraming::Length(length),
+            None => RequestFraming::Chunked,
+        };
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut head = Vec::with_capacity(512);
+        codec::encode_request_head(&mut head, &parts.method, target, &parts.headers, framing);
         let (body, progress) = RequestBody::new(body);
-
-        let request = Request::from_parts(parts, body);
+        let outgoing = Outgoing {
+            method: &parts.method,
+            head: &head,
+            framing,
+            body,
+            max_head_bytes: self.options.max_header_bytes,
+        };
         let sent = self
-            .send(&connection.upstream, &route.upstream, request, progress)
+            .send(&connection.upstream, &route.upstream, outgoing, progress)
             .await;
-        let (response, upstream) = match sent {
+        let (head, exchange) = match sent {
             Ok(exchange) => exchange,
             Err(failure) => {
                 self.metrics.proxy.upstream_error(&route.hostname, failure.kind());
                 return failure.page();
             }
         };
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let mut response_headers = head.headers;
+        if head.status == StatusCode::SWITCHING_PROTOCOLS {
             return match upgrade {
-                Some((_, client)) => self.tunnel(client, response, upstream, guard),
+                Some((_, client)) => self.tunnel(client, head.status, response_headers, exchange, guard),
                 // An upstream may not switch protocols unasked (RFC 9110 §15.2.2).
                 None => {
                     self.metrics
@@ -235,30 +254,31 @@ impl Forwarder {
                 }
             };
         }
-        let (mut parts, body) = response.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::strip_hop_by_hop(&mut response_headers);
         let body = ProxyBody::upstream(
-            body,
-            upstream,
+            exchange,
             connection.upstream.clone(),
             self.options.idle_timeout,
             guard,
         );
-        Response::from_parts(parts, body)
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        *response.headers_mut() = response_headers;
+        response
     }
 
-    /// Sends a request upstream and waits for the response headers. The response timeout counts
+    /// Sends a request upstream and waits for the response head. The response timeout counts
     /// from the later of the request's start and the last frame of its body, so a long upload
     /// is not cut while it still flows.
     async fn send(
         &self,
         slot: &UpstreamSlot,
         upstream: &crate::routes::Upstream,
-        request: Request<RequestBody>,
+        outgoing: Outgoing<'_>,
         progress: Option<Arc<BodyProgress>>,
-    ) -> Result<(Response<Incoming>, UpstreamConnection), UpstreamFailure> {
+    ) -> Result<(ResponseHead, Exchange), UpstreamFailure> {
         let timeout = self.options.response_timeout;
-        let response = slot.send(upstream.scheme == "https", &upstream.authority, request);
+        let response = slot.send(upstream.scheme == "https", &upstream.authority, outgoing);
         tokio::pin!(response);
         let mut deadline = Instant::now() + timeout;
         loop {
@@ -272,49 +292,52 @@ impl Forwarder {
         }
     }
 
-    /// Answers `101` and joins the two upgraded connections once hyper hands them over (the
-    /// client's after this response is written). The guard lives as long as the tunnel.
+    /// Answers `101` and joins the client's upgraded connection (hyper hands it over after this
+    /// response is written) to the upstream's. The guard lives as long as the tunnel.
     fn tunnel(
         &self,
         client: OnUpgrade,
-        mut response: Response<Incoming>,
-        connection: UpstreamConnection,
+        status: StatusCode,
+        mut headers: http::HeaderMap,
+        exchange: Exchange,
         guard: RequestGuard,
     ) -> Response<ProxyBody> {
-        let upstream = hyper::upgrade::on(&mut response);
-        let (mut parts, _) = response.into_parts();
-        let protocol = parts.headers.get(UPGRADE).cloned();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        parts
-            .headers
-            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        let protocol = headers.get(UPGRADE).cloned();
+        headers::strip_hop_by_hop(&mut headers);
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         if let Some(protocol) = protocol {
-            parts.headers.insert(UPGRADE, protocol);
+            headers.insert(UPGRADE, protocol);
         }
         let linger = self.options.idle_timeout;
+        let (upstream, early) = exchange.into_tunnel();
         // A tunnel outlives the request that opened it, on the same worker thread; at shutdown
         // it ends with that thread's runtime.
         tokio::spawn(async move {
             let _guard = guard;
-            // The upstream connection hands its socket over once its state machine has seen
-            // the `101` through, so it is driven alongside.
-            let drive = async {
-                if let Some(driver) = connection.into_driver() {
-                    let _ = driver.await;
-                }
-                Ok::<(), hyper::Error>(())
-            };
-            let (_, client, upstream) = match tokio::try_join!(drive, client, upstream) {
-                Ok(upgraded) => upgraded,
+            let mut client = match client.await {
+                Ok(upgraded) => TokioIo::new(upgraded),
                 Err(error) => {
                     tracing::debug!(%error, "an upgrade did not complete");
                     return;
                 }
             };
-            pipe(TokioIo::new(client), TokioIo::new(upstream), linger).await;
+            // What the upstream sent right behind its `101` head goes first.
+            if !early.is_empty() && client.write_all(&early).await.is_err() {
+                return;
+            }
+            pipe(client, upstream, linger).await;
         });
-        Response::from_parts(parts, ProxyBody::empty())
+        let mut response = Response::new(ProxyBody::empty());
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
     }
+}
+
+/// Whether a request with this method is expected to carry a body, so an empty one is sent
+/// with `Content-Length: 0` rather than none (RFC 9110 §8.6).
+fn body_expected(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
 }
 
 /// Copies bytes both ways until both sides are done. When one side closes, the other gets

@@ -18,8 +18,8 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-/// Hop-by-hop headers that are never forwarded, whatever `Connection` says.
-const HOP_BY_HOP: [HeaderName; 5] = [CONNECTION, KEEP_ALIVE, TE, TRAILER, TRANSFER_ENCODING];
+/// Hop-by-hop headers that are never forwarded, whatever `Connection` says (`Connection` first).
+static HOP_BY_HOP: [HeaderName; 6] = [CONNECTION, KEEP_ALIVE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE];
 
 /// The host a request is for: the authority of an absolute-form URI (RFC 9112 §3.2.2: it
 /// overrides `Host`), else the `Host` header. `None` when neither is there (or it is not text).
@@ -60,23 +60,56 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding` and `Upgrade` (callers put `Upgrade` back
 /// when they tunnel).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first: most messages carry none of these, and a look at each
-    // name is cheaper than a hashed removal of every hop-by-hop name.
-    let is_hop_by_hop = |name: &HeaderName| {
-        HOP_BY_HOP.contains(name) || name == UPGRADE || name.as_str().starts_with("proxy-")
-    };
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names first, noting which are there: most requests carry none of
+    // these, most responses only `Connection: keep-alive`, and a look at each name is cheaper
+    // than a hashed removal of every hop-by-hop name.
+    let (mut present, mut proxy_prefixed) = (0u8, false);
+    for name in headers.keys() {
+        match HOP_BY_HOP.iter().position(|hop| hop == name) {
+            Some(index) => present |= 1 << index,
+            None => proxy_prefixed |= name.as_str().starts_with("proxy-"),
+        }
+    }
+    if present == 0 && !proxy_prefixed {
         return;
     }
-    let mut doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_hop_by_hop(name))
-        .cloned()
-        .collect();
-    doomed.extend(connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()));
-    for name in doomed {
+    let listed = match present & 1 {
+        0 => Vec::new(),
+        _ => listed_in_connection(headers),
+    };
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(name);
+        }
+    }
+    if proxy_prefixed {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(name);
+        }
+    }
+    for name in listed {
         headers.remove(name);
     }
+}
+
+/// The header names `Connection` lists beyond its usual options (`keep-alive`, `close`,
+/// `upgrade`, whose headers go anyway): rare, so usually no allocation.
+fn listed_in_connection(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut listed = Vec::new();
+    for token in connection_tokens(headers) {
+        let usual = ["keep-alive", "close", "upgrade"]
+            .iter()
+            .any(|option| token.eq_ignore_ascii_case(option));
+        if !usual && let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            listed.push(name);
+        }
+    }
+    listed
 }
 
 /// Sets `X-Forwarded-For` (the client's address appended to what came in), `X-Forwarded-Proto`
@@ -88,7 +121,7 @@ pub fn set_forwarded(
     proto: &'static str,
     host: HeaderValue,
 ) {
-    let forwarded_for = if headers.contains_key(X_FORWARDED_FOR) {
+    let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
         let mut chain = String::new();
         for value in headers.get_all(X_FORWARDED_FOR) {
             if let Ok(value) = value.to_str() {

@@ -10,6 +10,8 @@
 //! - [`body`]: streaming bodies (never buffered whole) with progress and idle tracking.
 //! - [`upstream`]: keep-alive upstream connections kept next to the client connection using
 //!   them and driven on its task, with a per-worker pool for the rest.
+//! - [`codec`]: the HTTP/1.1 wire format on the upstream side (request head, response head and
+//!   body framing, chunked decoding) on `httparse`.
 //! - [`pages`]: the small HTML pages the proxy answers with itself (404, 502, 504, …).
 //! - [`tls`]: certificates per hostname or wildcard, picked by SNI.
 //!
@@ -19,6 +21,7 @@
 //! rest of the crate but `app.rs`.
 
 mod body;
+mod codec;
 mod forward;
 mod headers;
 mod listener;

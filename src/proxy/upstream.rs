@@ -1,35 +1,43 @@
-//! Keep-alive connections to upstreams, kept next to the client connection that uses them.
+//! Keep-alive HTTP/1.1 connections to upstreams, kept next to the client connection that uses
+//! them, and the exchange of one request and response on such a connection.
 //!
 //! A general-purpose pooled client (hyper-util's) runs every upstream connection as a task of
-//! its own and hands each request to it through channels, with a shared pool map in between.
-//! For a proxy that is most of its cost per request. Here instead a client connection keeps the
-//! upstream connection it last used in its [`UpstreamSlot`], and the upstream connection's
-//! state machine is polled by the request and response-body futures themselves — on the same
-//! task, so a request costs no task switch and no pool look-up. When the client connection
-//! closes, its upstream connection goes to the worker's [`WorkerPool`] for the next client.
+//! its own and hands each request to it through channels, with a shared pool map in between;
+//! hyper's bare client connection still puts a channel, a oneshot and a body channel between a
+//! request and its socket. For a proxy that is most of its cost per request. Here a client
+//! connection keeps the upstream connection it last used in its [`UpstreamSlot`] and talks to
+//! it directly with [`super::codec`]: the request head goes out in one write, the response head
+//! is parsed out of the read buffer, and the body is read by the response body itself, on the
+//! same task — no task switch, no channel, no pool look-up. When the client connection closes,
+//! its upstream connection goes to the worker's [`WorkerPool`] for the next client.
 //!
 //! Idle connections are not polled; before one is reused it is polled once, so a connection
 //! the upstream closed meanwhile is noticed and replaced. A request that a reused connection
-//! could not even send is retried once on a fresh one.
+//! could not deliver — its head did not go out, or the connection closed before a byte of the
+//! answer came back and no byte of the request body was used — is retried once on a fresh one.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use http_body::Body;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::io::poll_read_buf;
 
 use super::body::RequestBody;
+use super::codec::{self, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming, ResponseHead};
+
+/// Room made in a connection's read buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Why an upstream could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,18 +50,29 @@ pub enum UpstreamFailure {
     Broken,
 }
 
-/// The connection's state machine (hyper's upgradeable client connection, whose type is not
-/// nameable): it writes requests, reads responses, and hands the socket over on a `101`.
-type Driver = dyn std::future::Future<Output = hyper::Result<()>> + Send;
+/// One request for [`UpstreamSlot::send`]: its head already encoded, and its body.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    pub method: &'a Method,
+    pub head: &'a [u8],
+    pub framing: RequestFraming,
+    pub body: RequestBody,
+    /// The response head may not be larger than this.
+    pub max_head_bytes: usize,
+}
 
-/// One HTTP/1.1 connection to an upstream: the handle requests are sent on, and the state
-/// machine that whoever waits on it must poll.
+/// An exchange that failed, and whether it may be tried again on a fresh connection.
+struct ExchangeError {
+    failure: UpstreamFailure,
+    retryable: bool,
+}
+
+/// One HTTP/1.1 connection to an upstream and the bytes read from it but not used yet.
 pub struct UpstreamConnection {
-    sender: http1::SendRequest<RequestBody>,
-    /// `None` once the connection has ended.
-    driver: Option<Pin<Box<Driver>>>,
+    io: UpstreamIo,
+    buf: BytesMut,
     https: bool,
-    authority: String,
+    authority: Arc<str>,
     idle_since: Instant,
 }
 
@@ -62,75 +81,233 @@ impl std::fmt::Debug for UpstreamConnection {
         f.debug_struct("UpstreamConnection")
             .field("https", &self.https)
             .field("authority", &self.authority)
-            .field("open", &self.driver.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl UpstreamConnection {
     fn serves(&self, https: bool, authority: &str) -> bool {
-        self.https == https && self.authority == authority
+        self.https == https && &*self.authority == authority
     }
 
-    /// Drives the connection; false once it has ended. Call it whenever the task is polled
-    /// while this connection has work in flight.
-    pub fn poll_drive(&mut self, cx: &mut Context<'_>) -> bool {
-        match &mut self.driver {
-            Some(driver) => {
-                if driver.as_mut().poll(cx).is_ready() {
-                    self.driver = None;
+    /// Whether an idle connection can take a request: one poll of its socket, which must have
+    /// nothing to say — the upstream closing it, or sending unasked, rules it out.
+    fn is_reusable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut probe),
+            Poll::Pending
+        )
+    }
+
+    /// Reads what the upstream has into the buffer; `Ok(0)` at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// Sends the request (head, then the body as it comes) and reads the response head,
+    /// skipping interim `1xx` answers other than `101`.
+    async fn exchange(
+        &mut self,
+        outgoing: &mut Outgoing<'_>,
+        reused: bool,
+    ) -> Result<ResponseHead, ExchangeError> {
+        let broken = |retryable| ExchangeError {
+            failure: UpstreamFailure::Broken,
+            retryable: reused && retryable,
+        };
+        if let Err(error) = self.io.write_all(outgoing.head).await {
+            tracing::debug!(%error, authority = &*self.authority, "writing a request head upstream failed");
+            return Err(broken(true));
+        }
+        let mut body_used = false;
+        if outgoing.framing != RequestFraming::None {
+            while let Some(frame) = poll_fn(|cx| Pin::new(&mut outgoing.body).poll_frame(cx)).await {
+                body_used = true;
+                let Ok(frame) = frame else {
+                    // The client broke off its upload.
+                    return Err(broken(false));
+                };
+                let Ok(data) = frame.into_data() else { continue };
+                if data.is_empty() {
+                    continue;
                 }
-                self.driver.is_some()
+                let written = match outgoing.framing {
+                    RequestFraming::Chunked => self.write_chunk(data).await,
+                    _ => self.io.write_all(&data).await,
+                };
+                if written.is_err() {
+                    return Err(broken(false));
+                }
             }
-            None => false,
+            if outgoing.framing == RequestFraming::Chunked
+                && self.io.write_all(codec::LAST_CHUNK).await.is_err()
+            {
+                return Err(broken(false));
+            }
+        }
+        if self.io.flush().await.is_err() {
+            return Err(broken(!body_used));
+        }
+        // A request whose answer never started may go again if it can be repeated safely.
+        let repeatable = !body_used && outgoing.method.is_idempotent();
+        let mut received = false;
+        loop {
+            match codec::parse_response_head(&mut self.buf, outgoing.max_head_bytes) {
+                Ok(Some(head))
+                    if head.status.is_informational()
+                        && head.status != http::StatusCode::SWITCHING_PROTOCOLS =>
+                {
+                    continue;
+                }
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::debug!(%error, authority = &*self.authority, "an upstream sent a malformed response");
+                    return Err(broken(false));
+                }
+            }
+            match poll_fn(|cx| self.poll_fill(cx)).await {
+                Ok(0) | Err(_) => return Err(broken(repeatable && !received)),
+                Ok(_) => received = true,
+            }
         }
     }
 
-    /// Whether the connection can take a request now (an idle one is polled to find out if
-    /// the upstream closed it meanwhile).
-    async fn ready(&mut self) -> bool {
-        let (driver, sender) = (&mut self.driver, &mut self.sender);
-        poll_fn(|cx| {
-            let Some(running) = driver else {
-                return Poll::Ready(false);
-            };
-            if running.as_mut().poll(cx).is_ready() {
-                *driver = None;
-                return Poll::Ready(false);
-            }
-            sender.poll_ready(cx).map(|ready| ready.is_ok())
-        })
-        .await
+    async fn write_chunk(&mut self, data: Bytes) -> io::Result<()> {
+        self.io.write_all(&codec::chunk_header(data.len())).await?;
+        self.io.write_all(&data).await?;
+        self.io.write_all(b"\r\n").await
+    }
+}
+
+/// A response whose head has been read: the connection its body arrives on, and how far the
+/// body has come.
+#[derive(Debug)]
+pub struct Exchange {
+    connection: UpstreamConnection,
+    body: BodyState,
+    keep_alive: bool,
+}
+
+#[derive(Debug)]
+enum BodyState {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+/// The upstream broke off a response body or sent a malformed one.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamBodyError {
+    #[error("the upstream closed the connection before the end of the response body")]
+    Incomplete,
+    #[error("reading the response body: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Codec(#[from] codec::CodecError),
+}
+
+impl Exchange {
+    fn new(connection: UpstreamConnection, framing: ResponseFraming, keep_alive: bool) -> Self {
+        let body = match framing {
+            ResponseFraming::Empty => BodyState::Done,
+            ResponseFraming::Length(n) => BodyState::Length(n),
+            ResponseFraming::Chunked => BodyState::Chunked(ChunkedDecoder::default()),
+            ResponseFraming::UntilClose => BodyState::UntilClose,
+        };
+        Self {
+            connection,
+            body,
+            keep_alive: keep_alive && framing != ResponseFraming::UntilClose,
+        }
     }
 
-    /// Sends a request and waits for the response headers, driving the connection meanwhile.
-    /// On failure, the request comes back when it was not sent at all.
-    async fn exchange(
-        &mut self,
-        request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, (hyper::Error, Option<Request<RequestBody>>)> {
-        let response = self.sender.try_send_request(request);
-        tokio::pin!(response);
-        let driver = &mut self.driver;
-        let result = poll_fn(|cx| {
-            if let Some(running) = driver
-                && running.as_mut().poll(cx).is_ready()
-            {
-                *driver = None;
-            }
-            response.as_mut().poll(cx)
-        })
-        .await;
-        result.map_err(|mut e| {
-            let message = e.take_message();
-            (e.into_error(), message)
-        })
+    /// Whether the whole body has been read.
+    pub fn is_done(&self) -> bool {
+        matches!(self.body, BodyState::Done)
     }
 
-    /// Gives up the connection's state machine, to be driven to the end by a tunnel (an
-    /// upgrade completes only once it has handed the connection over).
-    pub fn into_driver(mut self) -> Option<Pin<Box<Driver>>> {
-        self.driver.take()
+    /// The body bytes left, when known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.body {
+            BodyState::Length(n) => Some(n),
+            BodyState::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The next piece of the body, straight out of the read buffer.
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, UpstreamBodyError>>> {
+        loop {
+            let buf = &mut self.connection.buf;
+            match &mut self.body {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Length(remaining) if !buf.is_empty() => {
+                    let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(take).freeze();
+                    *remaining -= take as u64;
+                    if *remaining == 0 {
+                        self.body = BodyState::Done;
+                    }
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                BodyState::Chunked(decoder) => match decoder.decode(buf) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
+                    Ok(Decoded::Done) => {
+                        self.body = BodyState::Done;
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => {}
+                    Err(error) => {
+                        self.body = BodyState::Done;
+                        self.keep_alive = false;
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
+                },
+                BodyState::UntilClose if !buf.is_empty() => {
+                    let data = buf.split().freeze();
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                BodyState::Length(_) | BodyState::UntilClose => {}
+            }
+            match ready!(self.connection.poll_fill(cx)) {
+                Ok(0) if matches!(self.body, BodyState::UntilClose) => {
+                    self.body = BodyState::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    self.body = BodyState::Done;
+                    self.keep_alive = false;
+                    return Poll::Ready(Some(Err(UpstreamBodyError::Incomplete)));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    self.body = BodyState::Done;
+                    self.keep_alive = false;
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+            }
+        }
+    }
+
+    /// The connection, when the body is complete and the connection can carry another request.
+    pub fn into_reusable(self) -> Option<UpstreamConnection> {
+        (self.is_done() && self.keep_alive && self.connection.buf.is_empty()).then_some(self.connection)
+    }
+
+    /// The raw connection after a `101`, and what the upstream already sent past its head.
+    pub fn into_tunnel(self) -> (UpstreamIo, Bytes) {
+        (self.connection.io, self.connection.buf.freeze())
     }
 }
 
@@ -162,15 +339,11 @@ impl Connector {
         let io = tokio::time::timeout(self.connect_timeout, self.open(https, authority))
             .await
             .map_err(|_| UpstreamFailure::Timeout)??;
-        let (sender, driver) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|_| UpstreamFailure::Broken)?;
         Ok(UpstreamConnection {
-            sender,
-            driver: Some(Box::pin(driver.with_upgrades())),
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
             https,
-            authority: authority.to_owned(),
+            authority: Arc::from(authority),
             idle_since: Instant::now(),
         })
     }
@@ -228,13 +401,13 @@ impl WorkerPool {
     }
 
     fn put(&self, mut connection: UpstreamConnection) {
-        if connection.driver.is_none() || self.max_idle_per_upstream == 0 {
+        if self.max_idle_per_upstream == 0 {
             return;
         }
         connection.idle_since = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle
-            .entry((connection.https, connection.authority.clone()))
+            .entry((connection.https, connection.authority.to_string()))
             .or_default();
         list.push(connection);
         if list.len() > self.max_idle_per_upstream {
@@ -281,9 +454,6 @@ impl UpstreamSlot {
 
     /// Keeps a connection whose exchange is complete for the next request.
     pub fn release(&self, connection: UpstreamConnection) {
-        if connection.driver.is_none() {
-            return;
-        }
         let previous = self
             .held
             .lock()
@@ -307,44 +477,47 @@ impl UpstreamSlot {
         }
     }
 
-    /// Sends `request` to `https`/`authority` on a ready connection — this client connection's,
-    /// an idle one of the worker's, or a new one — and returns the response headers with the
-    /// connection, which the response body must keep driving.
+    /// Sends a request to `https`/`authority` on a reusable connection — this client
+    /// connection's, an idle one of the worker's, or a new one — and returns the response head
+    /// with the exchange its body is read from.
     pub async fn send(
         &self,
         https: bool,
         authority: &str,
-        request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, UpstreamConnection), UpstreamFailure> {
-        let mut reused = None;
+        mut outgoing: Outgoing<'_>,
+    ) -> Result<(ResponseHead, Exchange), UpstreamFailure> {
         let mut candidate = self.take(https, authority);
+        let mut reused = None;
         while let Some(mut connection) = candidate {
-            let ready = tokio::time::timeout(self.pool.connector.connect_timeout, connection.ready()).await;
-            if ready == Ok(true) {
+            if connection.is_reusable() {
                 reused = Some(connection);
                 break;
             }
             candidate = self.pool.take(https, authority);
         }
-        let (mut connection, was_reused) = match reused {
-            Some(connection) => (connection, true),
-            None => (self.pool.connector.connect(https, authority).await?, false),
+        let was_reused = reused.is_some();
+        let mut connection = match reused {
+            Some(connection) => connection,
+            None => self.pool.connector.connect(https, authority).await?,
         };
-        match connection.exchange(request).await {
-            Ok(response) => Ok((response, connection)),
-            // A reused connection that closed before the request went out: once more, fresh.
-            Err((_, Some(request))) if was_reused => {
-                let mut fresh = self.pool.connector.connect(https, authority).await?;
-                match fresh.exchange(request).await {
-                    Ok(response) => Ok((response, fresh)),
-                    Err(_) => Err(UpstreamFailure::Broken),
-                }
+        let head = match connection.exchange(&mut outgoing, was_reused).await {
+            Ok(head) => head,
+            // A reused connection the upstream closed as the request went out: once more, fresh.
+            Err(ExchangeError { retryable: true, .. }) => {
+                connection = self.pool.connector.connect(https, authority).await?;
+                connection
+                    .exchange(&mut outgoing, false)
+                    .await
+                    .map_err(|e| e.failure)?
             }
-            Err((error, _)) => {
-                tracing::debug!(%error, authority, "an upstream exchange failed");
-                Err(UpstreamFailure::Broken)
-            }
-        }
+            Err(error) => return Err(error.failure),
+        };
+        let framing = ResponseFraming::of(outgoing.method, &head).map_err(|error| {
+            tracing::debug!(%error, authority, "an upstream response has an unusable framing");
+            UpstreamFailure::Broken
+        })?;
+        let keep_alive = codec::keeps_alive(&head);
+        Ok((head, Exchange::new(connection, framing, keep_alive)))
     }
 }
 
@@ -358,7 +531,7 @@ impl Drop for UpstreamSlot {
 
 /// A connection to an upstream, plain or TLS.
 #[derive(Debug)]
-enum UpstreamIo {
+pub enum UpstreamIo {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }

@@ -346,6 +346,156 @@ async fn an_upstream_that_refuses_gets_the_502_page_and_is_counted() {
     app.stop().await;
 }
 
+/// A scripted HTTP/1.1 upstream: for each request it reads (up to the end of its head, and a
+/// `Content-Length` body), it writes the next canned answer of `answers` — raw bytes, framings
+/// a general server would not produce on demand — and closes the connection after an answer
+/// marked to close. Returns its address and the request heads it received.
+async fn start_scripted_upstream(
+    answers: Vec<(&'static str, bool)>,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let answers = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(answers)));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (answers, log) = (answers.clone(), log.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = read_head(&mut stream, &mut buf).await else {
+                        return;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + length {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..end + length);
+                    log.lock().unwrap().push(head);
+                    let Some((answer, close)) = answers.lock().unwrap().pop_front() else {
+                        return;
+                    };
+                    if stream.write_all(answer.as_bytes()).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Reads until `buf` holds a whole request head; the index past its blank line.
+async fn read_head(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(at + 4);
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_response_framing_an_upstream_may_use_reaches_the_client_intact() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let (addr, seen) = start_scripted_upstream(vec![
+        // Chunked, with an extension and a trailer; then the connection is reused.
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n7\r\n, world\r\n0\r\nX-T: 1\r\n\r\n", false),
+        // An interim 100 before the real answer.
+        ("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok", false),
+        // A HEAD answer: a length but no body.
+        ("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", false),
+        // 204 and 304 carry no body whatever they say.
+        ("HTTP/1.1 204 No Content\r\n\r\n", false),
+        ("HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n", false),
+        // Connection: close: the next request must go on a new connection.
+        ("HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nlast", true),
+        // HTTP/1.0 without a length: the body runs until the upstream closes.
+        ("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", true),
+        // A broken length: the client gets a 502, not a hang.
+        ("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc", true),
+    ])
+    .await;
+    create_proxy(&admin, "framing.example.test", &format!("http://{addr}/"), false).await;
+    let http = client();
+    let send = |method: reqwest::Method, path: &str| {
+        http.request(method, proxy_url(&app, path))
+            .header("host", "framing.example.test")
+            .send()
+    };
+
+    let chunked = send(reqwest::Method::GET, "/chunked").await.expect("an answer");
+    assert_eq!(chunked.status(), StatusCode::OK);
+    assert_eq!(chunked.text().await.expect("a body"), "hello, world");
+
+    let created = http
+        .post(proxy_url(&app, "/continue"))
+        .header("host", "framing.example.test")
+        .body("payload")
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(created.text().await.expect("a body"), "ok");
+
+    let head = send(reqwest::Method::HEAD, "/head").await.expect("an answer");
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], "1000");
+    assert_eq!(head.bytes().await.expect("no body").len(), 0);
+
+    let no_content = send(reqwest::Method::DELETE, "/204").await.expect("an answer");
+    assert_eq!(no_content.status(), StatusCode::NO_CONTENT);
+    let not_modified = send(reqwest::Method::GET, "/304").await.expect("an answer");
+    assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(not_modified.headers()["etag"], "\"v1\"");
+
+    let last = send(reqwest::Method::GET, "/close").await.expect("an answer");
+    assert_eq!(last.text().await.expect("a body"), "last");
+    let until_close = send(reqwest::Method::GET, "/http10").await.expect("an answer");
+    assert_eq!(until_close.status(), StatusCode::OK);
+    assert_eq!(until_close.text().await.expect("a body"), "until the end");
+
+    let broken = send(reqwest::Method::GET, "/broken").await.expect("an answer");
+    assert_eq!(broken.status(), StatusCode::BAD_GATEWAY);
+
+    // What the upstream received: our framing of the POST body, and the right methods.
+    let heads = seen.lock().unwrap().clone();
+    assert_eq!(heads.len(), 8, "{heads:#?}");
+    assert!(
+        heads[1].starts_with("POST /continue HTTP/1.1\r\n"),
+        "{}",
+        heads[1]
+    );
+    assert!(
+        heads[1].to_ascii_lowercase().contains("content-length: 7\r\n"),
+        "{}",
+        heads[1]
+    );
+    assert!(heads[2].starts_with("HEAD /head HTTP/1.1\r\n"), "{}", heads[2]);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_slow_upstream_gets_the_504_page_and_a_stalled_body_is_cut() {
     let app = spawn_app_with(|config| {
