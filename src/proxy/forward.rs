@@ -1,34 +1,40 @@
 //! One request through the proxy: find the route for its host in the current table (one
-//! lock-free load), rewrite the headers, send it upstream on a pooled keep-alive connection,
-//! and stream the answer back — or answer with a small page when the host is unknown (404), the
-//! upstream refuses (502) or is too slow (504). An `Upgrade` (WebSocket) that the upstream
-//! accepts becomes a byte tunnel between the two upgraded connections.
+//! lock-free load), write its head on for the upstream, send it on a pooled keep-alive
+//! connection with the body streamed behind it, and stream the answer back to the client — or
+//! answer with a small page when the host is unknown (404), the upstream refuses (502) or is
+//! too slow (504). An `Upgrade` (WebSocket) that the upstream accepts becomes a byte tunnel
+//! between the two connections.
 //!
 //! A request to an instance holds a drain guard from its arrival until its last response byte —
 //! and a tunnel for as long as it is open — so a deploy that switched the route away waits for
 //! it before stopping the old container.
 
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderValue, UPGRADE};
-use http::{Method, Request, Response, StatusCode};
-use http_body::Body;
-use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
+use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ProxyOptions;
-use super::body::{BodyProgress, ProxyBody, RequestBody, RequestGuard};
-use super::codec::{self, RequestFraming, ResponseHead};
+use super::body::{BodyProgress, RequestGuard};
+use super::codec::{
+    self, ClientConnection, ClientFraming, RequestFraming, RequestHead, ResponseFraming, ResponseHead,
+    Upstreamed,
+};
+use super::headers;
+use super::pages::{self, Page};
+use super::server::{ClientBody, ClientConn};
 use super::upstream::{Connector, Exchange, Outgoing, UpstreamFailure, UpstreamSlot, WorkerPool};
-use super::{headers, pages};
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::routes::{ConnectionGuard, Route, RouteTable, RouteTarget};
+
+/// Response bodies up to this size are copied behind their head and go out in one write.
+const COALESCE_BYTES: usize = 16 * 1024;
 
 /// How many times a request follows a host that moves while it is being routed.
 const MAX_ROUTE_LOOKUPS: usize = 4;
@@ -53,7 +59,7 @@ pub struct ConnectionContext {
     /// of the worker thread serving it).
     pub upstream: Arc<UpstreamSlot>,
     /// The client's address, as it goes into `X-Forwarded-For`.
-    pub client_ip: HeaderValue,
+    pub client_ip: String,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
     /// On a plain listener that redirects to HTTPS: the HTTPS listener's port.
@@ -65,7 +71,7 @@ trait FailurePage {
     /// The `kind` label of `proxy_upstream_errors`.
     fn kind(self) -> &'static str;
     /// The page the client gets: 504 for timeouts, 502 otherwise.
-    fn page(self) -> Response<ProxyBody>;
+    fn page(self) -> Page;
 }
 
 impl FailurePage for UpstreamFailure {
@@ -74,13 +80,15 @@ impl FailurePage for UpstreamFailure {
             Self::Refused => "refused",
             Self::Timeout => "timeout",
             Self::Broken => "upstream",
+            Self::Client => "client",
         }
     }
 
-    fn page(self) -> Response<ProxyBody> {
+    fn page(self) -> Page {
         match self {
             Self::Timeout => pages::gateway_timeout(),
             Self::Refused | Self::Broken => pages::bad_gateway(),
+            Self::Client => pages::malformed(),
         }
     }
 }
@@ -118,39 +126,65 @@ impl Forwarder {
         &self.metrics.proxy.client_connections
     }
 
-    /// Answers one request. Never fails: every problem becomes a page.
-    pub async fn handle(
+    /// Answers one request on `conn`. Never fails: every problem becomes a page. Returns
+    /// whether the connection can carry another request.
+    pub async fn handle<I>(
         &self,
         connection: &ConnectionContext,
-        mut request: Request<Incoming>,
-    ) -> Response<ProxyBody> {
+        conn: &mut ClientConn<I>,
+        head: RequestHead,
+    ) -> bool
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let started = Instant::now();
-        if request.method() == Method::CONNECT {
-            self.metrics.proxy.unmatched_requests.inc();
-            return pages::method_not_allowed();
-        }
-        let Some(host) = headers::request_host(request.uri(), request.headers()) else {
-            self.metrics.proxy.unmatched_requests.inc();
-            return pages::bad_request();
+        let answer = Answer::for_request(&head);
+        let framing = match head.body_framing() {
+            Ok((framing, must_close)) => {
+                let answer = match must_close {
+                    true => answer.closing(),
+                    false => answer,
+                };
+                (framing, answer)
+            }
+            Err(_) => return answer.closing().page(conn, pages::malformed()).await,
         };
-        let Some((route, drain)) = host.to_str().ok().and_then(|h| self.route_for(h)) else {
+        let (framing, answer) = framing;
+        // A page sent before the body was read leaves that body in the way of the next request.
+        let page_answer = match framing {
+            RequestFraming::None => answer,
+            _ => answer.closing(),
+        };
+        if head.method == Method::CONNECT {
             self.metrics.proxy.unmatched_requests.inc();
-            return pages::not_found();
+            return page_answer
+                .closing()
+                .page(conn, pages::method_not_allowed())
+                .await;
+        }
+        let Some(host) = headers::request_host(&head) else {
+            self.metrics.proxy.unmatched_requests.inc();
+            return page_answer.page(conn, pages::bad_request()).await;
+        };
+        let Some((route, drain)) = self.route_for(host) else {
+            self.metrics.proxy.unmatched_requests.inc();
+            return page_answer.page(conn, pages::not_found()).await;
         };
         let metrics = self.metrics.proxy.route(&route.hostname);
         let arrived = self.clock.now().timestamp();
-        let response = match connection.redirect_to_https_port {
-            Some(port) => https_redirect(&route, &host, port, &request),
-            None => {
-                let guard = RequestGuard::new(metrics.open(), drain);
-                let upgrade = headers::requested_upgrade(request.headers())
-                    .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
-                self.forward(connection, request, &route, host, upgrade, guard)
-                    .await
-            }
-        };
-        metrics.record(response.status().as_u16(), started.elapsed(), arrived);
-        response
+        if let Some(port) = connection.redirect_to_https_port {
+            let page = https_redirect(&route, host, port, &head);
+            metrics.record(page.status.as_u16(), started.elapsed(), arrived);
+            return page_answer.page(conn, page).await;
+        }
+        let guard = RequestGuard::new(metrics.open(), drain);
+        let (status, latency, keep_alive) = self
+            .forward(
+                connection, conn, &head, host, &route, framing, answer, guard, started,
+            )
+            .await;
+        metrics.record(status.as_u16(), latency, arrived);
+        keep_alive
     }
 
     /// The route for `host` and, for an instance, a guard that counts this request against its
@@ -182,100 +216,199 @@ impl Forwarder {
         Some((route, guard))
     }
 
-    async fn forward(
+    /// Sends the request upstream and the answer back; its status, the time to its head,
+    /// and whether the client connection stays open.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward<I>(
         &self,
         connection: &ConnectionContext,
-        request: Request<Incoming>,
+        conn: &mut ClientConn<I>,
+        head: &RequestHead,
+        host: &str,
         route: &Route,
-        host: HeaderValue,
-        upgrade: Option<(HeaderValue, OnUpgrade)>,
+        framing: RequestFraming,
+        mut answer: Answer,
         guard: RequestGuard,
-    ) -> Response<ProxyBody> {
-        let (mut parts, body) = request.into_parts();
-        let Some(uri) = headers::upstream_uri(&route.upstream, &parts.uri) else {
-            return pages::bad_request();
-        };
-        let upstream_host = match route.upstream.preserve_host {
-            true => host.clone(),
-            false => match headers::upstream_host(&route.upstream) {
-                Some(value) => value,
-                None => return pages::bad_gateway(),
-            },
-        };
-        let headers = &mut parts.headers;
-        headers::strip_hop_by_hop(headers);
-        headers::set_forwarded(headers, &connection.client_ip, connection.proto, host);
-        headers.insert(HOST, upstream_host);
-        if let Some((protocol, _)) = &upgrade {
-            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(UPGRADE, protocol.clone());
+        started: Instant,
+    ) -> (StatusCode, Duration, bool)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let upstream = &route.upstream;
+        let target = headers::upstream_target(upstream, head.target());
+        let upgrade = head.upgrade();
+        // `Expect: 100-continue` is answered here; the body follows the head upstream at once.
+        if framing != RequestFraming::None && !head.http10 && head.fields.has_token("expect", "100-continue")
+        {
+            conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            if conn.flush_out().await.is_err() {
+                return (StatusCode::BAD_REQUEST, started.elapsed(), false);
+            }
         }
-        // The body's framing upstream is ours to write: a length when it is known, else chunks.
-        let had_length = headers.remove(CONTENT_LENGTH).is_some();
-        let framing = match body.size_hint().exact() {
-            _ if body.is_end_stream() => match had_length || body_expected(&parts.method) {
-                true => RequestFraming::Length(0),
-                false => RequestFraming::None,
+        let mut upstream_head = std::mem::take(&mut conn.upstream_head);
+        upstream_head.clear();
+        codec::write_upstream_head(
+            &mut upstream_head,
+            head,
+            &Upstreamed {
+                target: target.as_bytes(),
+                host: match upstream.preserve_host {
+                    true => host.as_bytes(),
+                    false => headers::upstream_host(upstream).as_bytes(),
+                },
+                client_ip: connection.client_ip.as_bytes(),
+                proto: connection.proto,
+                forwarded_host: host.as_bytes(),
+                framing,
+                upgrade,
             },
-            Some(length) => RequestFraming::Length(length),
-            None => RequestFraming::Chunked,
+        );
+        let progress = BodyProgress::default();
+        let (sent, body_done) = {
+            let mut body = ClientBody::new(conn, framing, &progress);
+            let outgoing = Outgoing {
+                method: &head.method,
+                head: &upstream_head,
+                framing,
+                body: &mut body,
+                max_head_bytes: self.options.max_header_bytes,
+            };
+            let tracked = (framing != RequestFraming::None).then_some(&progress);
+            let sent = self.send(&connection.upstream, upstream, outgoing, tracked).await;
+            (sent, body.is_done())
         };
-        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let mut head = Vec::with_capacity(512);
-        codec::encode_request_head(&mut head, &parts.method, target, &parts.headers, framing);
-        let (body, progress) = RequestBody::new(body);
-        let outgoing = Outgoing {
-            method: &parts.method,
-            head: &head,
-            framing,
-            body,
-            max_head_bytes: self.options.max_header_bytes,
-        };
-        let sent = self
-            .send(&connection.upstream, &route.upstream, outgoing, progress)
-            .await;
-        let (head, exchange) = match sent {
+        conn.upstream_head = upstream_head;
+        if !body_done {
+            answer = answer.closing();
+        }
+        let (response, exchange) = match sent {
             Ok(exchange) => exchange,
             Err(failure) => {
-                self.metrics.proxy.upstream_error(&route.hostname, failure.kind());
-                return failure.page();
+                if failure != UpstreamFailure::Client {
+                    self.metrics.proxy.upstream_error(&route.hostname, failure.kind());
+                }
+                let page = failure.page();
+                let status = page.status;
+                let keep_alive = answer.page(conn, page).await;
+                return (status, started.elapsed(), keep_alive);
             }
         };
-        let mut response_headers = head.headers;
-        if head.status == StatusCode::SWITCHING_PROTOCOLS {
-            return match upgrade {
-                Some((_, client)) => self.tunnel(client, head.status, response_headers, exchange, guard),
+        if response.status == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(protocol) = upgrade else {
                 // An upstream may not switch protocols unasked (RFC 9110 §15.2.2).
-                None => {
-                    self.metrics
-                        .proxy
-                        .upstream_error(&route.hostname, UpstreamFailure::Broken.kind());
-                    pages::bad_gateway()
+                self.metrics
+                    .proxy
+                    .upstream_error(&route.hostname, UpstreamFailure::Broken.kind());
+                let keep_alive = answer.closing().page(conn, pages::bad_gateway()).await;
+                return (StatusCode::BAD_GATEWAY, started.elapsed(), keep_alive);
+            };
+            codec::write_client_head(
+                &mut conn.out,
+                &response,
+                ClientFraming::NoBody,
+                ClientConnection::Upgrade(protocol),
+            );
+            let latency = started.elapsed();
+            self.tunnel(conn, exchange, guard).await;
+            return (response.status, latency, false);
+        }
+        let client_framing = match exchange.framing() {
+            ResponseFraming::Empty => ClientFraming::NoBody,
+            ResponseFraming::Length(_) => ClientFraming::Length,
+            // An HTTP/1.0 client cannot take chunks: the body ends when we close.
+            ResponseFraming::Chunked | ResponseFraming::UntilClose if head.http10 => {
+                ClientFraming::UntilClose
+            }
+            ResponseFraming::Chunked | ResponseFraming::UntilClose => ClientFraming::Chunked,
+        };
+        if client_framing == ClientFraming::UntilClose {
+            answer = answer.closing();
+        }
+        codec::write_client_head(&mut conn.out, &response, client_framing, answer.connection());
+        let latency = started.elapsed();
+        let complete = self
+            .stream_body(conn, exchange, client_framing, &connection.upstream, guard)
+            .await;
+        (response.status, latency, complete && answer.keep_alive)
+    }
+
+    /// Streams the response body behind its head (already in `conn.out`): small pieces are
+    /// coalesced with it into one write, larger ones go out as they come. An upstream silent for
+    /// the idle timeout mid-body is cut off. True when the whole body went out.
+    async fn stream_body<I>(
+        &self,
+        conn: &mut ClientConn<I>,
+        mut exchange: Exchange,
+        framing: ClientFraming,
+        slot: &UpstreamSlot,
+        _guard: RequestGuard,
+    ) -> bool
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let chunked = framing == ClientFraming::Chunked;
+        loop {
+            // What the upstream already sent is taken at once; only then is the wait timed.
+            let next = match poll_fn(|cx| Poll::Ready(exchange.poll_data(cx))).await {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    if conn.flush_out().await.is_err() {
+                        return false;
+                    }
+                    let waiting = poll_fn(|cx| exchange.poll_data(cx));
+                    match tokio::time::timeout(self.options.idle_timeout, waiting).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            tracing::debug!("an upstream went silent in the middle of a response body");
+                            return false;
+                        }
+                    }
                 }
             };
+            match next {
+                Some(Ok(data)) => {
+                    if chunked {
+                        codec::chunk_header(&mut conn.out, data.len());
+                    }
+                    if data.len() <= COALESCE_BYTES {
+                        conn.out.extend_from_slice(&data);
+                    } else if conn.write(&data).await.is_err() {
+                        return false;
+                    }
+                    if chunked {
+                        conn.out.extend_from_slice(b"\r\n");
+                    }
+                    if conn.out.len() >= 4 * COALESCE_BYTES && conn.flush_out().await.is_err() {
+                        return false;
+                    }
+                }
+                None => {
+                    if chunked {
+                        conn.out.extend_from_slice(codec::LAST_CHUNK);
+                    }
+                    if let Some(connection) = exchange.into_reusable() {
+                        slot.release(connection);
+                    }
+                    return conn.flush_out().await.is_ok();
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "an upstream broke off a response body");
+                    let _ = conn.flush_out().await;
+                    return false;
+                }
+            }
         }
-        headers::strip_hop_by_hop(&mut response_headers);
-        let body = ProxyBody::upstream(
-            exchange,
-            connection.upstream.clone(),
-            self.options.idle_timeout,
-            guard,
-        );
-        let mut response = Response::new(body);
-        *response.status_mut() = head.status;
-        *response.headers_mut() = response_headers;
-        response
     }
 
     /// Sends a request upstream and waits for the response head. The response timeout counts
-    /// from the later of the request's start and the last frame of its body, so a long upload
+    /// from the later of the request's start and the last piece of its body, so a long upload
     /// is not cut while it still flows.
     async fn send(
         &self,
         slot: &UpstreamSlot,
         upstream: &crate::routes::Upstream,
         outgoing: Outgoing<'_>,
-        progress: Option<Arc<BodyProgress>>,
+        progress: Option<&BodyProgress>,
     ) -> Result<(ResponseHead, Exchange), UpstreamFailure> {
         let timeout = self.options.response_timeout;
         let response = slot.send(upstream.scheme == "https", &upstream.authority, outgoing);
@@ -284,7 +417,7 @@ impl Forwarder {
         loop {
             match tokio::time::timeout_at(deadline, response.as_mut()).await {
                 Ok(result) => return result,
-                Err(_) => match progress.as_ref().map(|p| p.last() + timeout) {
+                Err(_) => match progress.map(|p| p.last() + timeout) {
                     Some(next) if next > Instant::now() => deadline = next,
                     _ => return Err(UpstreamFailure::Timeout),
                 },
@@ -292,52 +425,69 @@ impl Forwarder {
         }
     }
 
-    /// Answers `101` and joins the client's upgraded connection (hyper hands it over after this
-    /// response is written) to the upstream's. The guard lives as long as the tunnel.
-    fn tunnel(
-        &self,
-        client: OnUpgrade,
-        status: StatusCode,
-        mut headers: http::HeaderMap,
-        exchange: Exchange,
-        guard: RequestGuard,
-    ) -> Response<ProxyBody> {
-        let protocol = headers.get(UPGRADE).cloned();
-        headers::strip_hop_by_hop(&mut headers);
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        if let Some(protocol) = protocol {
-            headers.insert(UPGRADE, protocol);
+    /// Joins the client connection (the `101` head waiting in its buffer) to the upstream's
+    /// until both are done; the guard lives as long as the tunnel.
+    async fn tunnel<I>(&self, conn: &mut ClientConn<I>, exchange: Exchange, _guard: RequestGuard)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let (mut upstream, early) = exchange.into_tunnel();
+        // What the upstream sent right behind its `101` head goes first, after the head.
+        conn.out.extend_from_slice(&early);
+        if conn.flush_out().await.is_err() {
+            return;
         }
-        let linger = self.options.idle_timeout;
-        let (upstream, early) = exchange.into_tunnel();
-        // A tunnel outlives the request that opened it, on the same worker thread; at shutdown
-        // it ends with that thread's runtime.
-        tokio::spawn(async move {
-            let _guard = guard;
-            let mut client = match client.await {
-                Ok(upgraded) => TokioIo::new(upgraded),
-                Err(error) => {
-                    tracing::debug!(%error, "an upgrade did not complete");
-                    return;
-                }
-            };
-            // What the upstream sent right behind its `101` head goes first.
-            if !early.is_empty() && client.write_all(&early).await.is_err() {
+        // And what the client sent right behind its request goes up first.
+        if !conn.buf.is_empty() {
+            if upstream.write_all(&conn.buf).await.is_err() {
                 return;
             }
-            pipe(client, upstream, linger).await;
-        });
-        let mut response = Response::new(ProxyBody::empty());
-        *response.status_mut() = status;
-        *response.headers_mut() = headers;
-        response
+            conn.buf.clear();
+        }
+        pipe(&mut conn.io, &mut upstream, self.options.idle_timeout).await;
     }
 }
 
-/// Whether a request with this method is expected to carry a body, so an empty one is sent
-/// with `Content-Length: 0` rather than none (RFC 9110 §8.6).
-fn body_expected(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+/// How a client connection is answered: kept alive or closed, said the HTTP/1.0 way or not.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    keep_alive: bool,
+    http10: bool,
+    head_only: bool,
+}
+
+impl Answer {
+    fn for_request(head: &RequestHead) -> Self {
+        Self {
+            keep_alive: head.keeps_alive(),
+            http10: head.http10,
+            head_only: head.method == Method::HEAD,
+        }
+    }
+
+    fn closing(self) -> Self {
+        Self {
+            keep_alive: false,
+            ..self
+        }
+    }
+
+    fn connection(self) -> ClientConnection<'static> {
+        match (self.keep_alive, self.http10) {
+            (false, _) => ClientConnection::Close,
+            (true, true) => ClientConnection::KeepAlive10,
+            (true, false) => ClientConnection::KeepAlive,
+        }
+    }
+
+    /// Answers with `page`; whether the connection stays open.
+    async fn page<I>(self, conn: &mut ClientConn<I>, page: Page) -> bool
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        page.write(&mut conn.out, self.head_only, self.connection());
+        conn.flush_out().await.is_ok() && self.keep_alive
+    }
 }
 
 /// Copies bytes both ways until both sides are done. When one side closes, the other gets
@@ -368,26 +518,16 @@ where
 /// `308` to the same host and path on the HTTPS listener. The port is kept explicit only when
 /// the client used one (it talks to our listeners directly); without one it reached us on the
 /// default port, so HTTPS is on its default port too.
-fn https_redirect(
-    route: &Route,
-    host: &HeaderValue,
-    port: u16,
-    request: &Request<Incoming>,
-) -> Response<ProxyBody> {
+fn https_redirect(route: &Route, host: &str, port: u16, head: &RequestHead) -> Page {
     let client_used_a_port = host
-        .to_str()
-        .ok()
-        .and_then(|h| h.rsplit_once(':'))
+        .rsplit_once(':')
         .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let path = headers::path_and_query(head.target());
     let location = match client_used_a_port && port != 443 {
         true => format!("https://{}:{port}{path}", route.hostname),
         false => format!("https://{}{path}", route.hostname),
     };
-    match HeaderValue::from_str(&location) {
-        Ok(location) => pages::redirect(location),
-        Err(_) => pages::bad_request(),
-    }
+    pages::redirect(location)
 }
 
 /// The TLS configuration for `https` upstreams: aws-lc-rs and the platform's roots.

@@ -1,21 +1,15 @@
 //! The proxy's listeners and worker threads: a listener accepts TCP connections and hands each
 //! to the least busy worker — one single-threaded runtime per core — which serves it (TLS with
-//! SNI on the HTTPS listener) with hyper's HTTP/1.1 server: keep-alive, upgrades, a header-size
-//! limit answered with `431`, a timeout for reading request headers that also closes idle
-//! keep-alive connections. On shutdown the listeners stop accepting, every connection is asked
-//! to finish its current request and gets a grace period, and the workers end.
+//! SNI on the HTTPS listener) with the proxy's own HTTP/1.1 server ([`super::server`]). On
+//! shutdown the listeners stop accepting, every connection is asked to finish its current
+//! request and gets a grace period, and the workers end.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::header::HeaderValue;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Proxy;
 use super::forward::{ConnectionContext, Forwarder};
+use super::server;
 use super::upstream::UpstreamSlot;
 
 /// How long a client has to complete a TLS handshake.
@@ -177,14 +172,6 @@ async fn run_worker(
             }
         })
     };
-    let options = &forwarder.options;
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .keep_alive(true)
-        .max_buf_size(options.max_header_bytes.max(8192))
-        .max_header_size(options.max_header_bytes)
-        .header_read_timeout(options.client_header_timeout);
-    let http = Arc::new(http);
     let connections = TaskTracker::new();
     let closers = Closers::default();
     loop {
@@ -219,7 +206,7 @@ async fn run_worker(
             },
         });
         let closed = closers.register();
-        connections.spawn(serve_stream(stream, kind, http.clone(), context, counted, closed));
+        connections.spawn(serve_stream(stream, kind, context, counted, closed));
     }
     closers.close_all();
     // Connections handed over but not picked up are closed.
@@ -232,28 +219,26 @@ async fn run_worker(
     sweeper.abort();
 }
 
-fn client_ip(peer: SocketAddr) -> HeaderValue {
-    HeaderValue::from_str(&peer.ip().to_canonical().to_string())
-        .unwrap_or(HeaderValue::from_static("unknown"))
+fn client_ip(peer: SocketAddr) -> String {
+    peer.ip().to_canonical().to_string()
 }
 
 async fn serve_stream(
     stream: TcpStream,
     kind: ListenerKind,
-    http: Arc<http1::Builder>,
     context: Arc<ConnectionContext>,
     _counted: CountedConnection,
     mut closed: Closed,
 ) {
     match kind {
-        ListenerKind::Http { .. } => serve_io(TokioIo::new(stream), http, context, closed).await,
+        ListenerKind::Http { .. } => serve_io(stream, context, closed).await,
         ListenerKind::Https(acceptor) => {
             let handshake = tokio::select! {
                 _ = &mut closed.signal => return,
                 handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => handshake,
             };
             match handshake {
-                Ok(Ok(tls)) => serve_io(TokioIo::new(tls), http, context, closed).await,
+                Ok(Ok(tls)) => serve_io(tls, context, closed).await,
                 Ok(Err(error)) => tracing::debug!(%error, "a TLS handshake failed"),
                 Err(_) => tracing::debug!("a TLS handshake timed out"),
             }
@@ -261,31 +246,11 @@ async fn serve_stream(
     }
 }
 
-async fn serve_io<I>(io: I, http: Arc<http1::Builder>, context: Arc<ConnectionContext>, mut closed: Closed)
+async fn serve_io<I>(io: I, context: Arc<ConnectionContext>, mut closed: Closed)
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let grace = context.forwarder.options.shutdown_grace;
-    let service = service_fn(move |request| {
-        let context = context.clone();
-        async move { Ok::<_, Infallible>(context.forwarder.handle(&context, request).await) }
-    });
-    let connection = http.serve_connection(io, service).with_upgrades();
-    tokio::pin!(connection);
-    tokio::select! {
-        biased;
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(%error, "a proxy connection ended with an error");
-            }
-        }
-        _ = &mut closed.signal => {
-            // Finish the request in progress (if any), then close; a client that keeps it
-            // open past the grace period is cut.
-            connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(grace, connection).await;
-        }
-    }
+    server::serve_connection(io, context, &mut closed.signal).await;
 }
 
 /// The shutdown signals of one worker's connections. Each connection waits on its own oneshot

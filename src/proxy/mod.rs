@@ -2,16 +2,18 @@
 //! to the current instance of a stage, a per-tag instance, or an enabled standalone proxy, as
 //! the [`RouteTable`] says at the moment the request arrives.
 //!
-//! - [`listener`]: accept loops (plain HTTP and TLS with SNI), one worker thread per core
-//!   serving connections with hyper's HTTP/1.1 server, graceful shutdown.
-//! - [`forward`]: one request — route look-up, header rewriting, the pooled upstream client,
-//!   timeouts, WebSocket/`Upgrade` tunnels, drain guards and metrics.
-//! - [`headers`]: the pure header and URI rewriting rules.
-//! - [`body`]: streaming bodies (never buffered whole) with progress and idle tracking.
+//! - [`listener`]: accept loops (plain HTTP and TLS with SNI), one worker thread per core,
+//!   graceful shutdown.
+//! - [`server`]: one client connection — request heads within the header timeout and size
+//!   limit, keep-alive and pipelining, request bodies read as the upstream takes them.
+//! - [`forward`]: one request — route look-up, the head written on, the exchange upstream,
+//!   the answer streamed back, timeouts, WebSocket/`Upgrade` tunnels, drain guards and metrics.
+//! - [`codec`]: the HTTP/1.1 wire format of both sides on `httparse` — heads parsed in place
+//!   and forwarded as text minus hop-by-hop fields, body framing, chunked decoding.
+//! - [`headers`]: where a request goes — its host, the upstream's `Host`, the upstream target.
+//! - [`body`]: request guards, body progress, the request-body source.
 //! - [`upstream`]: keep-alive upstream connections kept next to the client connection using
-//!   them and driven on its task, with a per-worker pool for the rest.
-//! - [`codec`]: the HTTP/1.1 wire format on the upstream side (request head, response head and
-//!   body framing, chunked decoding) on `httparse`.
+//!   them and spoken to on its task, with a per-worker pool for the rest.
 //! - [`pages`]: the small HTML pages the proxy answers with itself (404, 502, 504, …).
 //! - [`tls`]: certificates per hostname or wildcard, picked by SNI.
 //!
@@ -26,6 +28,7 @@ mod forward;
 mod headers;
 mod listener;
 mod pages;
+mod server;
 pub mod tls;
 mod upstream;
 

@@ -1,12 +1,12 @@
 //! The small HTML pages the proxy answers itself with: unknown host (404), upstream refused or
-//! broke off (502), upstream timed out (504), a request that cannot be routed (400, 405), and
+//! broke off (502), upstream timed out (504), a request that cannot be read or routed (400,
+//! 405, 431), and
 //! the HTTP→HTTPS redirect (308). They are static text — nothing from the request is echoed, so
 //! nothing a client sends can end up in the page.
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
-use http::{Response, StatusCode};
+use http::StatusCode;
 
-use super::body::ProxyBody;
+use super::codec::{ClientConnection, connection_fields, status_line};
 
 macro_rules! page {
     ($code:literal, $reason:literal, $message:literal) => {
@@ -26,17 +26,48 @@ macro_rules! page {
     };
 }
 
-fn page(status: StatusCode, html: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::page(html));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+/// A page the proxy answers with: its status, its HTML, and a field it needs (`Location`,
+/// `Allow`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub status: StatusCode,
+    html: &'static str,
+    field: Option<(&'static str, String)>,
+}
+
+impl Page {
+    /// Writes the whole response; without the body for a `HEAD` request.
+    pub fn write(&self, out: &mut Vec<u8>, head_only: bool, connection: ClientConnection<'_>) {
+        status_line(out, self.status, b"");
+        out.extend_from_slice(
+            b"content-type: text/html; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: ",
+        );
+        out.extend_from_slice(self.html.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some((name, value)) = &self.field {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        connection_fields(out, connection);
+        out.extend_from_slice(b"\r\n");
+        if !head_only {
+            out.extend_from_slice(self.html.as_bytes());
+        }
+    }
+}
+
+fn page(status: StatusCode, html: &'static str) -> Page {
+    Page {
+        status,
+        html,
+        field: None,
+    }
 }
 
 /// No route serves this host.
-pub fn not_found() -> Response<ProxyBody> {
+pub fn not_found() -> Page {
     page(
         StatusCode::NOT_FOUND,
         page!(
@@ -48,7 +79,7 @@ pub fn not_found() -> Response<ProxyBody> {
 }
 
 /// The request names no host (or one that is not text).
-pub fn bad_request() -> Response<ProxyBody> {
+pub fn bad_request() -> Page {
     page(
         StatusCode::BAD_REQUEST,
         page!(
@@ -59,9 +90,29 @@ pub fn bad_request() -> Response<ProxyBody> {
     )
 }
 
+/// The request could not be read as HTTP/1.1.
+pub fn malformed() -> Page {
+    page(
+        StatusCode::BAD_REQUEST,
+        page!("400", "Bad Request", "The request could not be read."),
+    )
+}
+
+/// The request line and fields are larger than the proxy accepts.
+pub fn header_too_large() -> Page {
+    page(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        page!(
+            "431",
+            "Request Header Fields Too Large",
+            "The request's header fields are larger than this proxy accepts."
+        ),
+    )
+}
+
 /// `CONNECT`: this is a reverse proxy, never a forward one.
-pub fn method_not_allowed() -> Response<ProxyBody> {
-    let mut response = page(
+pub fn method_not_allowed() -> Page {
+    let mut page = page(
         StatusCode::METHOD_NOT_ALLOWED,
         page!(
             "405",
@@ -69,15 +120,12 @@ pub fn method_not_allowed() -> Response<ProxyBody> {
             "This proxy does not open tunnels to other hosts."
         ),
     );
-    response.headers_mut().insert(
-        http::header::ALLOW,
-        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-    );
-    response
+    page.field = Some(("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS".into()));
+    page
 }
 
 /// The upstream refused the connection, could not be reached, or broke off the exchange.
-pub fn bad_gateway() -> Response<ProxyBody> {
+pub fn bad_gateway() -> Page {
     page(
         StatusCode::BAD_GATEWAY,
         page!(
@@ -89,7 +137,7 @@ pub fn bad_gateway() -> Response<ProxyBody> {
 }
 
 /// The upstream did not answer in time.
-pub fn gateway_timeout() -> Response<ProxyBody> {
+pub fn gateway_timeout() -> Page {
     page(
         StatusCode::GATEWAY_TIMEOUT,
         page!(
@@ -101,8 +149,8 @@ pub fn gateway_timeout() -> Response<ProxyBody> {
 }
 
 /// A permanent redirect that keeps the method (`308`), for HTTP→HTTPS.
-pub fn redirect(location: HeaderValue) -> Response<ProxyBody> {
-    let mut response = page(
+pub fn redirect(location: String) -> Page {
+    let mut page = page(
         StatusCode::PERMANENT_REDIRECT,
         page!(
             "308",
@@ -110,8 +158,8 @@ pub fn redirect(location: HeaderValue) -> Response<ProxyBody> {
             "This application is served over HTTPS."
         ),
     );
-    response.headers_mut().insert(LOCATION, location);
-    response
+    page.field = Some(("location", location));
+    page
 }
 
 #[cfg(test)]
@@ -120,9 +168,26 @@ mod tests {
 
     #[test]
     fn pages_are_small_html_with_their_status() {
-        let response = bad_gateway();
-        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        let page = bad_gateway();
+        assert_eq!(page.status, StatusCode::BAD_GATEWAY);
+        let mut out = Vec::new();
+        page.write(&mut out, false, ClientConnection::Close);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/html; charset=utf-8\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nconnection: close\r\n\r\n<!doctype html>"),
+            "{text}"
+        );
+        let mut head = Vec::new();
+        redirect("https://a.test/".into()).write(&mut head, true, ClientConnection::KeepAlive);
+        let head = String::from_utf8(head).unwrap();
+        assert!(
+            head.contains("location: https://a.test/\r\n") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
         let html = page!("502", "Bad Gateway", "x");
         assert!(html.starts_with("<!doctype html>"));
         assert!(html.contains("<title>502 Bad Gateway</title>"));

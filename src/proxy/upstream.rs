@@ -26,14 +26,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::Method;
-use http_body::Body;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
-use super::body::RequestBody;
+use super::body::RequestSource;
 use super::codec::{self, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming, ResponseHead};
 
 /// Room made in a connection's read buffer before each read.
@@ -48,15 +47,16 @@ pub enum UpstreamFailure {
     Timeout,
     /// The upstream closed or broke the exchange (a malformed answer): 502.
     Broken,
+    /// Not the upstream's fault: the client broke off or garbled its request body (400).
+    Client,
 }
 
 /// One request for [`UpstreamSlot::send`]: its head already encoded, and its body.
-#[derive(Debug)]
 pub struct Outgoing<'a> {
     pub method: &'a Method,
     pub head: &'a [u8],
     pub framing: RequestFraming,
-    pub body: RequestBody,
+    pub body: &'a mut dyn RequestSource,
     /// The response head may not be larger than this.
     pub max_head_bytes: usize,
 }
@@ -130,13 +130,14 @@ impl UpstreamConnection {
         }
         let mut body_used = false;
         if outgoing.framing != RequestFraming::None {
-            while let Some(frame) = poll_fn(|cx| Pin::new(&mut outgoing.body).poll_frame(cx)).await {
+            while let Some(data) = poll_fn(|cx| outgoing.body.poll_data(cx)).await {
                 body_used = true;
-                let Ok(frame) = frame else {
-                    // The client broke off its upload.
-                    return Err(broken(false));
+                let Ok(data) = data else {
+                    return Err(ExchangeError {
+                        failure: UpstreamFailure::Client,
+                        retryable: false,
+                    });
                 };
-                let Ok(data) = frame.into_data() else { continue };
                 if data.is_empty() {
                     continue;
                 }
@@ -183,7 +184,9 @@ impl UpstreamConnection {
     }
 
     async fn write_chunk(&mut self, data: Bytes) -> io::Result<()> {
-        self.io.write_all(&codec::chunk_header(data.len())).await?;
+        let mut size = Vec::with_capacity(12);
+        codec::chunk_header(&mut size, data.len());
+        self.io.write_all(&size).await?;
         self.io.write_all(&data).await?;
         self.io.write_all(b"\r\n").await
     }
@@ -194,6 +197,7 @@ impl UpstreamConnection {
 #[derive(Debug)]
 pub struct Exchange {
     connection: UpstreamConnection,
+    framing: ResponseFraming,
     body: BodyState,
     keep_alive: bool,
 }
@@ -227,23 +231,20 @@ impl Exchange {
         };
         Self {
             connection,
+            framing,
             body,
             keep_alive: keep_alive && framing != ResponseFraming::UntilClose,
         }
     }
 
+    /// How the response body is delimited.
+    pub fn framing(&self) -> ResponseFraming {
+        self.framing
+    }
+
     /// Whether the whole body has been read.
     pub fn is_done(&self) -> bool {
         matches!(self.body, BodyState::Done)
-    }
-
-    /// The body bytes left, when known.
-    pub fn remaining(&self) -> Option<u64> {
-        match self.body {
-            BodyState::Length(n) => Some(n),
-            BodyState::Done => Some(0),
-            _ => None,
-        }
     }
 
     /// The next piece of the body, straight out of the read buffer.

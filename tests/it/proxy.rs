@@ -254,9 +254,11 @@ async fn an_unknown_host_gets_the_404_page_and_no_upstream_sees_it() {
         "nothing from the request is echoed: {page}"
     );
 
-    // No Host at all (HTTP/1.0) is a bad request, not a guess.
+    // No Host at all (HTTP/1.0) is a bad request, not a guess. (The answer's version is the
+    // highest the proxy speaks, RFC 9110 §2.5, as nginx does.)
     let answer = raw_exchange(app.app().proxy_addr(), "GET / HTTP/1.0\r\n\r\n").await;
-    assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
     assert_eq!(upstream.hits(), 0);
     assert_eq!(
         sample(
@@ -497,6 +499,79 @@ async fn every_response_framing_an_upstream_may_use_reaches_the_client_intact() 
 }
 
 #[tokio::test]
+async fn the_client_side_speaks_http_1_1_pipelining_keep_alive_chunks_and_expect() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let upstream = start_upstream("wire").await;
+    create_proxy(&admin, "wire.example.test", &upstream.url("/"), false).await;
+    let proxy = app.app().proxy_addr();
+
+    // Two requests in one write are answered in order on the one connection; the second asks
+    // to close, and the proxy says so and does.
+    let answer = raw_exchange(
+        proxy,
+        concat!(
+            "GET /first HTTP/1.1\r\nHost: wire.example.test\r\n\r\n",
+            "GET /second HTTP/1.1\r\nHost: wire.example.test\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    let first = answer.find(r#""uri":"/first""#).expect(&answer);
+    let second = answer.find(r#""uri":"/second""#).expect(&answer);
+    assert!(first < second, "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+
+    // An HTTP/1.0 client that asks for keep-alive gets it, said its way; then a chunked upload
+    // with a trailer, announced with Expect: 100-continue, is counted whole by the upstream.
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.expect("a connection");
+    stream
+        .write_all(b"GET /old HTTP/1.0\r\nHost: wire.example.test\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .expect("written");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while !String::from_utf8_lossy(&answer).contains(r#""uri":"/old""#) {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let old = String::from_utf8_lossy(&answer).into_owned();
+    assert!(old.contains("\r\nconnection: keep-alive\r\n"), "{old}");
+    stream
+        .write_all(
+            concat!(
+                "POST /upload HTTP/1.1\r\nHost: wire.example.test\r\nTransfer-Encoding: chunked\r\n",
+                "Expect: 100-continue\r\nConnection: close\r\n\r\n",
+                "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Checksum: 1\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("written");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    let rest = String::from_utf8_lossy(&rest).into_owned();
+    assert!(
+        rest.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{rest}"
+    );
+    assert!(
+        rest.ends_with("\r\n\r\n11"),
+        "the upstream counted 11 bytes: {rest}"
+    );
+
+    // What is not HTTP gets a 400 and the connection closed.
+    let garbage = raw_exchange(proxy, "\x16\x03\x01\x02\x00 not http\r\n\r\n").await;
+    assert!(garbage.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{garbage}");
+    assert_eq!(upstream.hits(), 4);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_slow_upstream_gets_the_504_page_and_a_stalled_body_is_cut() {
     let app = spawn_app_with(|config| {
         config.proxy.response_timeout = Duration::from_secs(1);
@@ -562,7 +637,7 @@ async fn oversized_request_headers_get_431() {
         .header("x-big", "a".repeat(70 * 1024))
         .send()
         .await;
-    // hyper answers 431 and closes; a client may also see the reset first.
+    // The proxy answers 431 and closes; a client may also see the reset first.
     if let Ok(response) = response {
         assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }
