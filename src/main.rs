@@ -8,12 +8,6 @@ use docker_watcher::app::{App, AppOptions};
 use docker_watcher::config::{Cli, Command, Config, LogFormat, SecretEnv};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc rather than glibc's allocator: the proxy allocates and frees a few small buffers per
-/// request on every worker thread, which mimalloc's thread-local free lists serve several times
-/// faster (measured with `scripts/bench-proxy.sh`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(&cli.global, SecretEnv::from_process_env()) {
