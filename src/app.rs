@@ -29,6 +29,7 @@ use crate::secrets::SecretBox;
 use crate::settings::LiveSettings;
 use crate::store::Store;
 use crate::web::state::AppState;
+use crate::web::ui::view::ProxyLinks;
 
 /// How long startup waits for Docker sync's first attempt (recovery and the first reconcile)
 /// before serving anyway: a hung engine must not keep docker-watcher from starting.
@@ -170,6 +171,21 @@ impl App {
             shutdown.clone(),
         );
 
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding the API listener on {}", config.listen))?;
+        let api_addr = listener.local_addr()?;
+        // The proxy is bound before the state is built: the UI links hostnames with the ports
+        // its listeners really got (port 0 in tests).
+        let (proxy_addr, proxy_https_addr) =
+            match spawn_proxy(&config, &routes, &metrics, &clock, &tasks, &shutdown).await {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    shutdown.cancel();
+                    return Err(e);
+                }
+            };
+
         let state = AppState {
             store: store.clone(),
             bus: bus.clone(),
@@ -189,13 +205,9 @@ impl App {
             webhook_token,
             installation_id,
             secure_cookies: false,
+            proxy_links: proxy_links(&config, proxy_addr, proxy_https_addr),
             shutdown: shutdown.clone(),
         };
-
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding the API listener on {}", config.listen))?;
-        let api_addr = listener.local_addr()?;
 
         let router = crate::web::router(state.clone());
         let stop = shutdown.clone();
@@ -208,13 +220,6 @@ impl App {
                 tracing::error!(error = %e, "API listener failed");
             }
         });
-        let (proxy_addr, proxy_https_addr) = match spawn_proxy(&config, &state, &tasks, &shutdown).await {
-            Ok(addrs) => addrs,
-            Err(e) => {
-                shutdown.cancel();
-                return Err(e);
-            }
-        };
         crate::events::retention::spawn_retention(&scheduler, store.clone(), settings, clock.clone());
         tasks.spawn(crate::auth::sessions::prune_sessions_loop(
             store.clone(),
@@ -282,7 +287,9 @@ impl App {
 /// the app's shutdown token. Returns the bound addresses.
 async fn spawn_proxy(
     config: &Config,
-    state: &AppState,
+    routes: &RouteTable,
+    metrics: &Arc<Metrics>,
+    clock: &SharedClock,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
@@ -298,9 +305,9 @@ async fn spawn_proxy(
         ..ProxyOptions::default()
     };
     let proxy = Proxy::new(
-        state.routes.clone(),
-        state.metrics.clone(),
-        state.clock.clone(),
+        routes.clone(),
+        metrics.clone(),
+        clock.clone(),
         options,
         shutdown.clone(),
     )?;
@@ -348,6 +355,19 @@ async fn spawn_proxy(
     });
     tracing::info!(%proxy_addr, ?https_addr, "the reverse proxy is serving");
     Ok((proxy_addr, https_addr))
+}
+
+/// The UI's links to routed hostnames, from the addresses the proxy's listeners were bound to.
+fn proxy_links(config: &Config, http: SocketAddr, https: Option<SocketAddr>) -> ProxyLinks {
+    let links = ProxyLinks::http(http.port());
+    match https {
+        Some(https) => links.with_https(
+            https.port(),
+            config.proxy.tls.iter().map(|t| t.hostname.as_str()),
+            config.proxy.redirect_http_to_https,
+        ),
+        None => links,
+    }
 }
 
 /// Creates the user `admin` on the first start, with `DOCKER_WATCHER_ADMIN_PASSWORD` or a

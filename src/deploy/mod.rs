@@ -14,6 +14,11 @@
 //!   deployment `failed`, one `error` event, and the digest remembered as failed so automatic
 //!   deploys skip it.
 //! - **One deploy per stage at a time, latest target wins** ([`lock`]).
+//! - **A stale cleanup's claim wins.** The cleanup does not take the stage's lock; it claims an
+//!   instance by a conditional move to `removing`. So the instance actions and rollback write an
+//!   instance's status only conditionally — from the status they read, or, after a container
+//!   call whose events the Docker sync may have recorded first, never over `removing` — and a
+//!   refused write is the same conflict as an instance already being removed.
 //!
 //! The deployer knows nothing of HTTP: the API calls it and maps [`DeployError`] (found in the
 //! `anyhow` chain) onto status codes.
@@ -1111,11 +1116,19 @@ impl Deployer {
                 None => None,
             };
             let Some(container_id) = container else {
-                // Gone from Docker: recreate it from its digest as a new instance.
+                // Gone from Docker: recreate it from its digest as a new instance. A stale
+                // cleanup that claimed the earlier instance meanwhile keeps it (`removing`): the
+                // rollback does not need its row.
                 if candidate.status != InstanceStatus::Missing {
                     self.deps()
                         .store
-                        .update_instance_status(candidate.id, InstanceStatus::Missing, None, self.now())
+                        .update_instance_status_if(
+                            candidate.id,
+                            candidate.status,
+                            InstanceStatus::Missing,
+                            None,
+                            self.now(),
+                        )
                         .await
                         .context("marking the earlier instance missing")?;
                 }
@@ -1130,7 +1143,24 @@ impl Deployer {
                     )
                     .await;
             };
-            let deployment = self
+            // Claim the earlier instance before its container is touched, from the status it was
+            // chosen with: a stale cleanup may have claimed it (`removing`) since, and then it is
+            // the cleanup's. `deploying` is a status neither the cleanup nor the Docker sync
+            // touches.
+            let claimed = self
+                .deps()
+                .store
+                .update_instance_status_if(
+                    candidate.id,
+                    candidate.status,
+                    InstanceStatus::Deploying,
+                    None,
+                    self.now(),
+                )
+                .await;
+            self.written(candidate.id, claimed, "marking the instance deploying")
+                .await?;
+            let deployment = match self
                 .deps()
                 .store
                 .insert_deployment(
@@ -1143,7 +1173,26 @@ impl Deployer {
                     self.now(),
                 )
                 .await
-                .context("recording the deployment")?;
+            {
+                Ok(deployment) => deployment,
+                Err(e) => {
+                    if let Err(e) = self
+                        .deps()
+                        .store
+                        .update_instance_status_if(
+                            candidate.id,
+                            InstanceStatus::Deploying,
+                            candidate.status,
+                            None,
+                            self.now(),
+                        )
+                        .await
+                    {
+                        tracing::error!(error = %e, "could not put the previous status back");
+                    }
+                    return Err(e).context("recording the deployment");
+                }
+            };
             let mut attempt = Attempt {
                 stage: stage.clone(),
                 project: project.clone(),
@@ -1160,16 +1209,9 @@ impl Deployer {
                 .container_name
                 .clone()
                 .unwrap_or_else(|| container_name(&project, &stage, candidate.id));
-            let started = async {
-                self.deps()
-                    .store
-                    .update_instance_status(candidate.id, InstanceStatus::Deploying, None, self.now())
-                    .await
-                    .context("marking the instance deploying")?;
-                self.start_and_record(&mut attempt, &container_id, &name, false)
-                    .await
-            }
-            .await;
+            let started = self
+                .start_and_record(&mut attempt, &container_id, &name, false)
+                .await;
             if let Err(e) = started {
                 return self.fail(attempt, format!("{e:#}")).await;
             }
@@ -1187,6 +1229,27 @@ impl Deployer {
             Err(StoreError::NotFound) => Err(DeployError::InstanceNotFound(id).into()),
             Err(e) => Err(e).context("reading the instance"),
         }
+    }
+
+    /// The instance a conditional status write returned, or — when the row refused it — why:
+    /// the conflict [`refuse_removing`] gives when a stale cleanup claimed the instance,
+    /// `InstanceNotFound` when it is gone, a conflict naming the status it moved to otherwise.
+    async fn written(
+        &self,
+        id: i64,
+        written: Result<Option<Instance>, StoreError>,
+        what: &'static str,
+    ) -> anyhow::Result<Instance> {
+        if let Some(instance) = written.context(what)? {
+            return Ok(instance);
+        }
+        let now = self.instance(id).await?;
+        refuse_removing(&now)?;
+        Err(DeployError::Conflict(format!(
+            "instance {id} changed to {} meanwhile; try again",
+            now.status
+        ))
+        .into())
     }
 
     /// Stops an instance's container (SIGTERM, then SIGKILL after the grace period) and
@@ -1209,11 +1272,20 @@ impl Deployer {
         let was_running = instance.status == InstanceStatus::Running;
         if was_running {
             // Out of the route table before the SIGTERM, so no new request reaches a container
-            // that is shutting down. A failed instance stays `failed`: that says more.
-            deps.store
-                .update_instance_status(id, InstanceStatus::Stopped, None, self.now())
-                .await
-                .context("marking the instance stopped")?;
+            // that is shutting down. A failed instance stays `failed`: that says more. Written
+            // only while it is still the `running` read above, so nothing another writer set
+            // in between is overwritten, and the container is not touched then.
+            let written = deps
+                .store
+                .update_instance_status_if(
+                    id,
+                    InstanceStatus::Running,
+                    InstanceStatus::Stopped,
+                    None,
+                    self.now(),
+                )
+                .await;
+            self.written(id, written, "marking the instance stopped").await?;
             deps.routes
                 .rebuild()
                 .await
@@ -1227,18 +1299,26 @@ impl Deployer {
             {
                 Ok(()) => {}
                 Err(DockerError::NotFound) => {
-                    deps.store
-                        .update_instance_status(id, InstanceStatus::Missing, None, self.now())
-                        .await
-                        .context("marking the instance missing")?;
+                    let written = deps
+                        .store
+                        .update_instance_status_unless_removing(id, InstanceStatus::Missing, None, self.now())
+                        .await;
+                    self.written(id, written, "marking the instance missing").await?;
                 }
                 Err(e) => {
                     if was_running {
                         // It still runs: say so, and route it again.
-                        deps.store
-                            .mark_instance_alive(id, self.now())
-                            .await
-                            .context("marking the instance running again")?;
+                        let written = deps
+                            .store
+                            .update_instance_status_unless_removing(
+                                id,
+                                InstanceStatus::Running,
+                                None,
+                                self.now(),
+                            )
+                            .await;
+                        self.written(id, written, "marking the instance running again")
+                            .await?;
                         deps.routes
                             .rebuild()
                             .await
@@ -1249,6 +1329,9 @@ impl Deployer {
             }
         }
         let stopped = self.instance(id).await?;
+        // A stale cleanup may have claimed an instance that was not running while its container
+        // was asked to stop: the instance is the cleanup's now, and this stop did not happen.
+        refuse_removing(&stopped)?;
         self.publish_info(
             &stopped,
             format!("instance {id} (tag {}) stopped", stopped.image_tag),
@@ -1305,10 +1388,11 @@ impl Deployer {
         match result {
             Ok(()) => {}
             Err(DockerError::NotFound) => {
-                deps.store
-                    .update_instance_status(id, InstanceStatus::Missing, None, self.now())
-                    .await
-                    .context("marking the instance missing")?;
+                let written = deps
+                    .store
+                    .update_instance_status_unless_removing(id, InstanceStatus::Missing, None, self.now())
+                    .await;
+                self.written(id, written, "marking the instance missing").await?;
                 return Err(DeployError::Conflict(format!(
                     "the container of instance {id} no longer exists; deploy its tag again instead"
                 ))
@@ -1329,11 +1413,14 @@ impl Deployer {
             .set_instance_container(id, &container_id, &name, details.host_port)
             .await
             .context("recording the published port")?;
-        let alive = deps
+        // Not conditional on the status read: the Docker sync records this start's own events
+        // (a restart's `die`, then `start`) and may have got there first. But a stale cleanup
+        // that claimed the instance meanwhile owns it, and it stays `removing`.
+        let written = deps
             .store
-            .mark_instance_alive(id, self.now())
-            .await
-            .context("marking the instance running")?;
+            .update_instance_status_unless_removing(id, InstanceStatus::Running, None, self.now())
+            .await;
+        let alive = self.written(id, written, "marking the instance running").await?;
         deps.routes
             .rebuild()
             .await
@@ -1371,15 +1458,18 @@ impl Deployer {
             ))
             .into());
         }
+        // The claim, as the stale cleanup's: `removing` only while the row still has the
+        // status read above, so of the two only one removes the container.
         let previous = instance.status;
-        deps.store
-            .update_instance_status(id, InstanceStatus::Removing, None, self.now())
-            .await
-            .context("marking the instance removing")?;
+        let written = deps
+            .store
+            .update_instance_status_if(id, previous, InstanceStatus::Removing, None, self.now())
+            .await;
+        self.written(id, written, "marking the instance removing").await?;
         if let Err(e) = self.remove_container(&instance).await {
             if let Err(e) = deps
                 .store
-                .update_instance_status(id, previous, None, self.now())
+                .update_instance_status_if(id, InstanceStatus::Removing, previous, None, self.now())
                 .await
             {
                 tracing::error!(error = %e, "could not put the previous status back");

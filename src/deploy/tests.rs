@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use chrono::Utc;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 use super::*;
@@ -44,6 +45,17 @@ struct FakeContainer {
 #[derive(Debug, Default)]
 struct FakeEngine {
     state: Mutex<FakeState>,
+    /// Run once, at the start of the next call of the named operation: what another writer
+    /// does while the deployer waits for Docker.
+    hooks: Mutex<Vec<(&'static str, Hook)>>,
+}
+
+struct Hook(BoxFuture<'static, ()>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +81,27 @@ impl FakeEngine {
 
     fn forget(&self, id: &str) {
         self.lock().containers.remove(id);
+    }
+
+    /// Runs `hook` when `operation` (`start`, `stop`, `restart`, `inspect`) is next called.
+    fn before_next(&self, operation: &'static str, hook: impl Future<Output = ()> + Send + 'static) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((operation, Hook(Box::pin(hook))));
+    }
+
+    async fn run_hook(&self, operation: &'static str) {
+        let hook = {
+            let mut hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
+            hooks
+                .iter()
+                .position(|(op, _)| *op == operation)
+                .map(|i| hooks.remove(i).1)
+        };
+        if let Some(Hook(hook)) = hook {
+            hook.await;
+        }
     }
 }
 
@@ -111,6 +144,7 @@ impl ContainerEngine for FakeEngine {
     }
 
     async fn start(&self, id: &str) -> Result<(), DockerError> {
+        self.run_hook("start").await;
         let mut state = self.lock();
         let next = state.next;
         let behaviours = state.behaviours.clone();
@@ -137,6 +171,7 @@ impl ContainerEngine for FakeEngine {
     }
 
     async fn stop(&self, id: &str, _grace: Duration) -> Result<(), DockerError> {
+        self.run_hook("stop").await;
         let mut state = self.lock();
         let container = state.containers.get_mut(id).ok_or(DockerError::NotFound)?;
         if container.state == ContainerState::Running {
@@ -147,6 +182,7 @@ impl ContainerEngine for FakeEngine {
     }
 
     async fn restart(&self, id: &str, grace: Duration) -> Result<(), DockerError> {
+        self.run_hook("restart").await;
         self.stop(id, grace).await?;
         self.start(id).await
     }
@@ -160,6 +196,7 @@ impl ContainerEngine for FakeEngine {
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerDetails, DockerError> {
+        self.run_hook("inspect").await;
         let state = self.lock();
         let c = state.containers.get(id).ok_or(DockerError::NotFound)?;
         Ok(ContainerDetails {
@@ -668,5 +705,138 @@ async fn of_targets_queued_behind_a_running_deploy_only_the_newest_runs() {
     assert_eq!(
         h.store.list_deployments(Some(stage.id), 10).await.unwrap().len(),
         2
+    );
+}
+
+/// Claims an instance as the stale cleanup does: the scan's mark, then the conditional move to
+/// `removing` from the status the cleanup judged.
+async fn claim_like_the_stale_cleanup(store: &Store, id: i64, status: InstanceStatus) {
+    let cutoff = Utc::now() + chrono::TimeDelta::days(1);
+    store
+        .write_stale_scan(&[], &[(id, status)], &[], cutoff, Utc::now())
+        .await
+        .expect("the scan's mark");
+    assert!(
+        store
+            .begin_stale_removal(id, status, cutoff)
+            .await
+            .expect("the claim"),
+        "the cleanup claims instance {id}"
+    );
+}
+
+fn assert_being_removed(result: anyhow::Result<impl std::fmt::Debug>, id: i64) {
+    let err = result.expect_err("the action is refused");
+    assert_eq!(
+        err.downcast_ref::<DeployError>(),
+        Some(&DeployError::Conflict(format!("instance {id} is being removed"))),
+        "{err:#}"
+    );
+}
+
+/// Two deploys: the first instance stopped (what a stale cleanup may claim), the second current.
+async fn stopped_and_current(h: &Harness, stage: &Stage) -> (Instance, Instance) {
+    let old = succeeded(h.deploy(stage, "v1", &digest(1), Trigger::Poll).await)
+        .instance_id
+        .unwrap();
+    let new = succeeded(h.deploy(stage, "v1", &digest(2), Trigger::Poll).await)
+        .instance_id
+        .unwrap();
+    let old = h.instance(old).await;
+    assert_eq!(old.status, InstanceStatus::Stopped);
+    (old, h.instance(new).await)
+}
+
+#[tokio::test]
+async fn every_action_on_an_instance_a_cleanup_claimed_is_a_conflict_that_touches_nothing() {
+    let h = harness().await;
+    let stage = h.stage("prod", "tag:v1", 10).await;
+    let (old, _) = stopped_and_current(&h, &stage).await;
+    let container = old.container_id.clone().unwrap();
+    claim_like_the_stale_cleanup(&h.store, old.id, InstanceStatus::Stopped).await;
+
+    assert_being_removed(h.deployer.stop_instance(old.id, None).await, old.id);
+    assert_being_removed(h.deployer.start_instance(old.id, None).await, old.id);
+    assert_being_removed(h.deployer.restart_instance(old.id, None).await, old.id);
+    assert_being_removed(h.deployer.remove_instance(old.id, None).await, old.id);
+    assert_eq!(h.instance(old.id).await.status, InstanceStatus::Removing);
+    assert_eq!(h.engine.state_of(&container), Some(ContainerState::Exited));
+}
+
+#[tokio::test]
+async fn a_cleanup_that_claims_an_instance_while_it_starts_keeps_it() {
+    let h = harness().await;
+    let stage = h.stage("prod", "tag:v1", 10).await;
+    let (old, _) = stopped_and_current(&h, &stage).await;
+    for restart in [false, true] {
+        let store = h.store.clone();
+        let claim = async move {
+            claim_like_the_stale_cleanup(&store, old.id, InstanceStatus::Stopped).await;
+        };
+        h.engine
+            .before_next(if restart { "restart" } else { "start" }, claim);
+        let result = if restart {
+            h.deployer.restart_instance(old.id, None).await
+        } else {
+            h.deployer.start_instance(old.id, None).await
+        };
+        assert_being_removed(result, old.id);
+        let now = h.instance(old.id).await;
+        assert_eq!(
+            (now.status, now.stale_since.is_some()),
+            (InstanceStatus::Removing, true),
+            "restart: {restart}"
+        );
+        // The cleanup gives it back (as a failed cleanup does) for the next round.
+        h.store
+            .update_instance_status_if(
+                old.id,
+                InstanceStatus::Removing,
+                InstanceStatus::Stopped,
+                None,
+                Utc::now(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        h.deployer.stop_instance(old.id, None).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_cleanup_that_claims_an_instance_while_it_stops_keeps_it() {
+    let h = harness().await;
+    let stage = h.stage("prod", "tag:v1", 10).await;
+    let (old, _) = stopped_and_current(&h, &stage).await;
+    // Its container is gone: the stop would record it `missing`.
+    h.engine.forget(&old.container_id.clone().unwrap());
+    let store = h.store.clone();
+    h.engine.before_next("stop", async move {
+        claim_like_the_stale_cleanup(&store, old.id, InstanceStatus::Stopped).await;
+    });
+    assert_being_removed(h.deployer.stop_instance(old.id, None).await, old.id);
+    assert_eq!(h.instance(old.id).await.status, InstanceStatus::Removing);
+}
+
+#[tokio::test]
+async fn a_rollback_to_an_instance_a_cleanup_claims_meanwhile_leaves_it_to_the_cleanup() {
+    let h = harness().await;
+    let stage = h.stage("prod", "tag:v1", 10).await;
+    let (old, current) = stopped_and_current(&h, &stage).await;
+    let container = old.container_id.clone().unwrap();
+    // The rollback chose `old` and asks Docker whether its container still exists.
+    let store = h.store.clone();
+    h.engine.before_next("inspect", async move {
+        claim_like_the_stale_cleanup(&store, old.id, InstanceStatus::Stopped).await;
+    });
+    assert_being_removed(h.deployer.rollback(stage.id, None).await, old.id);
+    assert_eq!(h.instance(old.id).await.status, InstanceStatus::Removing);
+    assert_eq!(h.engine.state_of(&container), Some(ContainerState::Exited));
+    assert_eq!(h.current(&stage).await, Some(current.id));
+    assert_eq!(h.instance(current.id).await.status, InstanceStatus::Running);
+    assert_eq!(
+        h.store.list_deployments(Some(stage.id), 10).await.unwrap().len(),
+        2,
+        "no rollback was recorded"
     );
 }

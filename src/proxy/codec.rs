@@ -562,6 +562,14 @@ pub fn chunk_header(out: &mut Vec<u8>, len: usize) {
 /// The end of a chunked body: the last chunk and an empty trailer section.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
+/// Takes up to `remaining` bytes of a length-delimited body (or chunk) out of `buf` without
+/// copying them, and counts them off.
+pub fn take_counted(buf: &mut BytesMut, remaining: &mut u64) -> Bytes {
+    let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(buf.len());
+    *remaining -= take as u64;
+    buf.split_to(take).freeze()
+}
+
 /// What the chunked decoder got out of the buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
@@ -615,9 +623,8 @@ impl ChunkedDecoder {
                     if buf.is_empty() {
                         return Ok(Decoded::NeedMore);
                     }
-                    let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(buf.len());
-                    let data = buf.split_to(take).freeze();
-                    let left = remaining - take as u64;
+                    let mut left = remaining;
+                    let data = take_counted(buf, &mut left);
                     self.state = match left {
                         0 => ChunkState::DataEnd,
                         n => ChunkState::Data(n),

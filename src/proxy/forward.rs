@@ -139,17 +139,12 @@ impl Forwarder {
     {
         let started = Instant::now();
         let answer = Answer::for_request(&head);
-        let framing = match head.body_framing() {
-            Ok((framing, must_close)) => {
-                let answer = match must_close {
-                    true => answer.closing(),
-                    false => answer,
-                };
-                (framing, answer)
-            }
+        let (framing, answer) = match head.body_framing() {
+            // A length alongside a transfer coding: served, but the connection closes after.
+            Ok((framing, true)) => (framing, answer.closing()),
+            Ok((framing, false)) => (framing, answer),
             Err(_) => return answer.closing().page(conn, pages::malformed()).await,
         };
-        let (framing, answer) = framing;
         // A page sent before the body was read leaves that body in the way of the next request.
         let page_answer = match framing {
             RequestFraming::None => answer,

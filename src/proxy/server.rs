@@ -153,9 +153,7 @@ where
             match &mut self.state {
                 BodyState::Done => return Poll::Ready(None),
                 BodyState::Length(remaining) if !buf.is_empty() => {
-                    let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(buf.len());
-                    let data = buf.split_to(take).freeze();
-                    *remaining -= take as u64;
+                    let data = codec::take_counted(buf, remaining);
                     if *remaining == 0 {
                         self.state = BodyState::Done;
                     }

@@ -254,9 +254,7 @@ impl Exchange {
             match &mut self.body {
                 BodyState::Done => return Poll::Ready(None),
                 BodyState::Length(remaining) if !buf.is_empty() => {
-                    let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(buf.len());
-                    let data = buf.split_to(take).freeze();
-                    *remaining -= take as u64;
+                    let data = codec::take_counted(buf, remaining);
                     if *remaining == 0 {
                         self.body = BodyState::Done;
                     }

@@ -257,9 +257,10 @@ impl Store {
 
     /// Moves an instance to `status` only while it is still `expected`: for observers (Docker
     /// sync, the stale scan) that must never overwrite a status a workflow set in the meantime
-    /// (a deploy, a cleanup). Stamps as [`Store::update_instance_status`] does, and entering
-    /// `running` as [`Store::mark_instance_alive`] does. `Ok(None)` when the row is gone or its
-    /// status moved on.
+    /// (a deploy, a cleanup), and for a workflow that claims an instance from the status it read.
+    /// Stamps as [`Store::update_instance_status`] does, and entering `running` as
+    /// [`Store::mark_instance_alive`] does. `Ok(None)` when the row is gone or its status moved
+    /// on.
     pub async fn update_instance_status_if(
         &self,
         id: i64,
@@ -268,29 +269,67 @@ impl Store {
         exit_code: Option<i64>,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Instance>> {
+        self.update_instance_status_where(id, StatusGuard::Is(expected), status, exit_code, now)
+            .await
+    }
+
+    /// Moves an instance to `status` unless a cleanup has claimed it (`removing`): for the
+    /// instance actions' writes after their container call, which the Docker sync may have
+    /// observed (and recorded) first — a restart's own `die` and `start` move the status under
+    /// it — but which must never take an instance back from the cleanup that owns it. Stamps as
+    /// [`Store::update_instance_status_if`] does. `Ok(None)` when the row is gone or `removing`.
+    pub async fn update_instance_status_unless_removing(
+        &self,
+        id: i64,
+        status: InstanceStatus,
+        exit_code: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Instance>> {
+        self.update_instance_status_where(
+            id,
+            StatusGuard::IsNot(InstanceStatus::Removing),
+            status,
+            exit_code,
+            now,
+        )
+        .await
+    }
+
+    async fn update_instance_status_where(
+        &self,
+        id: i64,
+        guard: StatusGuard,
+        status: InstanceStatus,
+        exit_code: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Instance>> {
+        let (op, guarded) = match guard {
+            StatusGuard::Is(s) => ("=", s),
+            StatusGuard::IsNot(s) => ("<>", s),
+        };
         let done = if status == InstanceStatus::Running {
-            sqlx::query(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE instances SET status = 'running', last_alive_at = ?1, started_at = coalesce(started_at, ?1), \
-                 stale_since = NULL, stopped_at = NULL, exit_code = NULL WHERE id = ?2 AND status = ?3",
-            )
+                 stale_since = NULL, stopped_at = NULL, exit_code = NULL WHERE id = ?2 AND status {op} ?3"
+            )))
             .bind(ts(now))
             .bind(id)
-            .bind(expected.as_str())
+            .bind(guarded.as_str())
             .execute(self.pool())
             .await?
         } else {
-            sqlx::query(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE instances SET status = ?1, \
                    stopped_at = CASE WHEN ?2 THEN coalesce(stopped_at, ?3) ELSE stopped_at END, \
                    exit_code = coalesce(?4, exit_code) \
-                 WHERE id = ?5 AND status = ?6",
-            )
+                 WHERE id = ?5 AND status {op} ?6"
+            )))
             .bind(status.as_str())
             .bind(is_stopped(status))
             .bind(ts(now))
             .bind(exit_code)
             .bind(id)
-            .bind(expected.as_str())
+            .bind(guarded.as_str())
             .execute(self.pool())
             .await?
         };
@@ -303,6 +342,14 @@ impl Store {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Which rows a conditional status write applies to; the operator is one of two literals, so the
+/// statement is built from constants only.
+#[derive(Debug, Clone, Copy)]
+enum StatusGuard {
+    Is(InstanceStatus),
+    IsNot(InstanceStatus),
 }
 
 /// A status an observer saw (the stale scan, from its one list call), written only while the
@@ -796,6 +843,88 @@ mod tests {
         assert_eq!(
             store
                 .update_instance_status_if(999, InstanceStatus::Running, InstanceStatus::Stopped, None, at(4))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cleanups_claim_is_never_overwritten_by_an_action_that_read_the_status_before() {
+        let (store, _dir) = temp_store().await;
+        let rows = three_with_containers(&store).await;
+        let (a, b) = (rows[0].id, rows[1].id);
+        for id in [a, b] {
+            store
+                .update_instance_status(id, InstanceStatus::Stopped, Some(0), at(1))
+                .await
+                .unwrap();
+        }
+        // An action read `stopped`; then the stale cleanup claimed the instance.
+        store
+            .write_stale_scan(&[], &[(a, InstanceStatus::Stopped)], &[], at(50), at(100))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .begin_stale_removal(a, InstanceStatus::Stopped, at(50))
+                .await
+                .unwrap()
+        );
+        for status in [
+            InstanceStatus::Removing,
+            InstanceStatus::Running,
+            InstanceStatus::Missing,
+        ] {
+            assert_eq!(
+                store
+                    .update_instance_status_if(a, InstanceStatus::Stopped, status, None, at(101))
+                    .await
+                    .unwrap(),
+                None,
+                "{status} from the status read"
+            );
+            assert_eq!(
+                store
+                    .update_instance_status_unless_removing(a, status, None, at(101))
+                    .await
+                    .unwrap(),
+                None,
+                "{status} unless removing"
+            );
+        }
+        let claimed = store.get_instance(a).await.unwrap();
+        assert_eq!(
+            (claimed.status, claimed.last_alive_at, claimed.stale_since),
+            (InstanceStatus::Removing, None, Some(at(100)))
+        );
+
+        // Unclaimed, the write applies whatever the Docker sync recorded in between.
+        store
+            .update_instance_status(b, InstanceStatus::Failed, Some(1), at(2))
+            .await
+            .unwrap();
+        let alive = store
+            .update_instance_status_unless_removing(b, InstanceStatus::Running, None, at(3))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (alive.status, alive.last_alive_at, alive.exit_code),
+            (InstanceStatus::Running, Some(at(3)), None)
+        );
+        let missing = store
+            .update_instance_status_unless_removing(b, InstanceStatus::Missing, None, at(4))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (missing.status, missing.stopped_at),
+            (InstanceStatus::Missing, Some(at(4)))
+        );
+        assert_eq!(
+            store
+                .update_instance_status_unless_removing(999, InstanceStatus::Stopped, None, at(5))
                 .await
                 .unwrap(),
             None

@@ -123,6 +123,14 @@ macro_rules! user_columns {
     };
 }
 
+/// The guard of a change that could take an admin away, on the row being changed: it is not an
+/// admin, or it is not the last one.
+macro_rules! another_admin_remains {
+    () => {
+        "(role <> 'admin' OR (SELECT count(*) FROM users WHERE role = 'admin') > 1)"
+    };
+}
+
 macro_rules! joined_user_columns {
     () => {
         "u.id AS u_id, u.username AS u_username, u.role AS u_role, u.created_at AS u_created_at, \
@@ -210,37 +218,53 @@ impl Store {
         rows.into_iter().map(UserRow::into_user).collect()
     }
 
-    /// Changes a user's role and/or password hash; `None` leaves that one as it is.
+    /// Changes a user's role and/or password hash; `None` leaves that one as it is. Taking the role
+    /// `admin` away from the last admin is refused, and `Ok(None)` says so: the count of admins is
+    /// read by the same statement that writes, so two admins demoting each other at once cannot
+    /// both pass (SQLite runs one writing statement at a time, and a statement that writes takes
+    /// the write lock before it reads). `NotFound` when there is no such user.
     pub async fn update_user(
         &self,
         id: i64,
         role: Option<Role>,
         password_hash: Option<&str>,
         now: DateTime<Utc>,
-    ) -> StoreResult<User> {
-        let row: Option<UserRow> = sqlx::query_as(
-            "UPDATE users SET role = coalesce(?, role), password_hash = coalesce(?, password_hash), updated_at = ? \
-             WHERE id = ? RETURNING id, username, role, created_at, updated_at",
-        )
+    ) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as(concat!(
+            "UPDATE users SET role = coalesce(?1, role), password_hash = coalesce(?2, password_hash), updated_at = ?3 \
+             WHERE id = ?4 AND (?1 IS NULL OR ?1 = 'admin' OR ",
+            another_admin_remains!(),
+            ") RETURNING ",
+            user_columns!()
+        ))
         .bind(role.map(Role::as_str))
         .bind(password_hash)
         .bind(ts(now))
         .bind(id)
         .fetch_optional(self.pool())
         .await?;
-        row.ok_or(StoreError::NotFound)?.into_user()
+        match row {
+            Some(row) => Ok(Some(row.into_user()?)),
+            // Refused, or there is no such user: `get_user` tells which.
+            None => self.get_user(id).await.map(|_| None),
+        }
     }
 
-    /// Deletes a user with its tokens and sessions.
-    pub async fn delete_user(&self, id: i64) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM users WHERE id = ?")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+    /// Deletes a user with its tokens and sessions. Deleting the last admin is refused, and
+    /// `Ok(false)` says so; the guard is in the deleting statement, as in
+    /// [`Store::update_user`]. `NotFound` when there is no such user.
+    pub async fn delete_user(&self, id: i64) -> StoreResult<bool> {
+        let done = sqlx::query(concat!(
+            "DELETE FROM users WHERE id = ? AND ",
+            another_admin_remains!()
+        ))
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
         }
-        Ok(())
+        self.get_user(id).await.map(|_| false)
     }
 
     /// Records a token (by its hash) for a user; `NotFound` when the user does not exist.
@@ -469,6 +493,7 @@ mod tests {
         let promoted = store
             .update_user(bob.id, Some(Role::Member), None, at(5))
             .await
+            .unwrap()
             .unwrap();
         assert_eq!(
             (promoted.role, promoted.updated_at, promoted.created_at),
@@ -500,7 +525,7 @@ mod tests {
             .unwrap();
         let ids: Vec<i64> = store.list_users().await.unwrap().iter().map(|u| u.id).collect();
         assert_eq!(ids, vec![b.id, a.id]);
-        store.delete_user(b.id).await.unwrap();
+        assert!(store.delete_user(b.id).await.unwrap());
         assert!(matches!(store.delete_user(b.id).await, Err(StoreError::NotFound)));
         assert!(matches!(store.get_user(b.id).await, Err(StoreError::NotFound)));
     }
@@ -624,7 +649,7 @@ mod tests {
             .insert_session(&session("s3", gus.id, at(3600)))
             .await
             .unwrap();
-        store.delete_user(gus.id).await.unwrap();
+        assert!(store.delete_user(gus.id).await.unwrap());
         assert!(store.find_session("s3", at(0)).await.unwrap().is_none());
         assert!(
             store
@@ -637,5 +662,114 @@ mod tests {
             store.insert_session(&session("s4", gus.id, at(1))).await,
             Err(StoreError::NotFound)
         ));
+    }
+
+    #[tokio::test]
+    async fn the_last_admin_can_be_neither_demoted_nor_deleted_but_one_of_two_can() {
+        let (store, _dir) = temp_store().await;
+        let root = store
+            .insert_user(&name("root"), "h", Role::Admin, at(0))
+            .await
+            .unwrap();
+        let viewer = store
+            .insert_user(&name("vic"), "h", Role::Viewer, at(0))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .update_user(root.id, Some(Role::Member), None, at(1))
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(!store.delete_user(root.id).await.unwrap());
+        let unchanged = store.get_user(root.id).await.unwrap();
+        assert_eq!((unchanged.role, unchanged.updated_at), (Role::Admin, at(0)));
+        // What takes no admin away passes: the admin's own password, another user's role.
+        let rehashed = store
+            .update_user(root.id, Some(Role::Admin), Some("h2"), at(2))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((rehashed.role, rehashed.updated_at), (Role::Admin, at(2)));
+        store
+            .update_user(viewer.id, Some(Role::Member), None, at(2))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            store.update_user(999, Some(Role::Viewer), None, at(2)).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(store.delete_user(999).await, Err(StoreError::NotFound)));
+
+        // With a second admin, the first may be demoted; then the second is the last one.
+        let ada = store
+            .insert_user(&name("ada"), "h", Role::Admin, at(3))
+            .await
+            .unwrap();
+        let demoted = store
+            .update_user(root.id, Some(Role::Viewer), None, at(4))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(demoted.role, Role::Viewer);
+        assert!(!store.delete_user(ada.id).await.unwrap());
+        assert_eq!(
+            store
+                .update_user(ada.id, Some(Role::Viewer), None, at(5))
+                .await
+                .unwrap(),
+            None
+        );
+        // And with two admins again, one may be deleted.
+        store
+            .update_user(root.id, Some(Role::Admin), None, at(6))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store.delete_user(ada.id).await.unwrap());
+        assert_eq!(store.count_admins().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn of_two_admins_taken_away_at_once_one_remains() {
+        let (store, dir) = temp_store().await;
+        // A second handle with its own connection pool on the same database, as a second
+        // server task or process would have.
+        let other = Store::open(dir.path()).await.unwrap();
+        for round in 0..20 {
+            let a = store
+                .insert_user(&name(&format!("a{round}")), "h", Role::Admin, at(0))
+                .await
+                .unwrap();
+            let b = store
+                .insert_user(&name(&format!("b{round}")), "h", Role::Admin, at(0))
+                .await
+                .unwrap();
+            // Demotions, then a demotion racing a deletion.
+            let (first, second) = if round % 2 == 0 {
+                let (x, y) = tokio::join!(
+                    store.update_user(a.id, Some(Role::Member), None, at(1)),
+                    other.update_user(b.id, Some(Role::Member), None, at(1)),
+                );
+                (x.unwrap().is_some(), y.unwrap().is_some())
+            } else {
+                let (x, y) = tokio::join!(
+                    store.update_user(a.id, Some(Role::Member), None, at(1)),
+                    other.delete_user(b.id),
+                );
+                (x.unwrap().is_some(), y.unwrap())
+            };
+            assert!(first ^ second, "round {round}: exactly one change passes");
+            assert_eq!(store.count_admins().await.unwrap(), 1, "round {round}");
+            // Leave no admin behind for the next round: demote the survivor's pair away.
+            let survivor = if first { b.id } else { a.id };
+            sqlx::query("UPDATE users SET role = 'viewer' WHERE id = ?")
+                .bind(survivor)
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
     }
 }

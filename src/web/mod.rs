@@ -22,7 +22,8 @@ pub mod ui;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
+use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_http::trace::TraceLayer;
@@ -80,8 +81,50 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn fallback() -> WebError {
-    WebError::not_found("no such route")
+/// Unknown paths. The API answers its JSON 404 — under `/api/`, and to clients that ask for
+/// JSON — and everything else is a browser that followed a dead link or mistyped an address:
+/// it gets the UI's 404 page, with the navigation when the caller is logged in.
+async fn fallback(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    if is_api_path(parts.uri.path()) || prefers_json(&parts.headers) {
+        return WebError::not_found("no such route").into_response();
+    }
+    // Only for the navigation: a caller who is not logged in sees the page without it.
+    let current = auth::CurrentUser::from_request_parts(&mut parts, &state)
+        .await
+        .ok();
+    ui::page::error_page(
+        WebError::not_found(format!("There is no page at {}.", parts.uri.path())),
+        current.as_ref(),
+    )
+}
+
+fn is_api_path(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+/// Whether the `Accept` header rates JSON above HTML (`application/json`, `…+json`).
+/// Browsers list `text/html` first for page loads; clients that send no `Accept`, or `*/*`,
+/// get HTML outside `/api/`.
+fn prefers_json(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let (mut html, mut json) = (0.0_f32, 0.0_f32);
+    for range in accept.split(',') {
+        let mut params = range.split(';');
+        let media = params.next().unwrap_or("").trim().to_ascii_lowercase();
+        let quality = params
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .and_then(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if media == "text/html" || media == "application/xhtml+xml" {
+            html = html.max(quality);
+        } else if media == "application/json" || media.ends_with("+json") {
+            json = json.max(quality);
+        }
+    }
+    json > html
 }
 
 /// Counts requests by matched route and status for `/metrics`.
@@ -102,4 +145,37 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
         })
         .inc();
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn json_is_preferred_only_when_the_client_rates_it_above_html() {
+        assert!(prefers_json(&accept("application/json")));
+        assert!(prefers_json(&accept("application/problem+json, */*;q=0.1")));
+        assert!(prefers_json(&accept("text/html;q=0.5, application/json")));
+        assert!(!prefers_json(&accept(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        )));
+        assert!(!prefers_json(&accept("*/*")));
+        assert!(!prefers_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn only_paths_under_api_are_api_paths() {
+        assert!(is_api_path("/api"));
+        assert!(is_api_path("/api/no-such-thing"));
+        assert!(!is_api_path("/apis"));
+        assert!(!is_api_path("/projects/abc/xyz"));
+    }
 }

@@ -20,6 +20,7 @@ use crate::settings::LiveSettings;
 use crate::stale::StaleHandle;
 use crate::store::Store;
 use crate::sync::SyncHandle;
+use crate::web::ui::view::ProxyLinks;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -51,6 +52,8 @@ pub struct AppState {
     pub installation_id: Arc<str>,
     /// Mark the session cookie `Secure` (the UI is served over TLS).
     pub secure_cookies: bool,
+    /// Where the reverse proxy's listeners answer, for the UI's links to routed hostnames.
+    pub proxy_links: ProxyLinks,
     /// Cancelled when the application stops; long-lived responses (the event stream) end on it
     /// so the listener's graceful shutdown does not wait for them forever.
     pub shutdown: CancellationToken,

@@ -1052,10 +1052,8 @@ fn issue_certificate(dir: &Path, file: &str, name: &str) -> (PathBuf, PathBuf) {
     (dir.join(cert), dir.join(key))
 }
 
-#[tokio::test]
-async fn the_https_listener_picks_certificates_by_sni_and_plain_http_redirects() {
-    let certs = tempfile::tempdir().expect("a directory for certificates");
-    let dir = certs.path();
+/// A throwaway CA (`ca.pem`, `ca.key`) in `dir`, trusted by nothing but the tests that ask.
+fn test_ca(dir: &Path) {
     openssl(
         dir,
         &[
@@ -1076,6 +1074,74 @@ async fn the_https_listener_picks_certificates_by_sni_and_plain_http_redirects()
             "/CN=docker-watcher test CA",
         ],
     );
+}
+
+#[tokio::test]
+async fn an_https_upstream_whose_certificate_is_not_trusted_gets_the_502_page() {
+    let certs = tempfile::tempdir().expect("a directory for certificates");
+    let dir = certs.path();
+    test_ca(dir);
+    let (cert, key) = issue_certificate(dir, "upstream", "localhost");
+    let acceptor = docker_watcher::proxy::tls::acceptor(&[docker_watcher::proxy::tls::CertificateFiles {
+        hostname: "localhost".into(),
+        cert,
+        key,
+    }])
+    .expect("a TLS acceptor");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let port = listener.local_addr().expect("an address").port();
+    let (handshakes, completed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (started, done) = (handshakes.clone(), completed.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            started.fetch_add(1, Ordering::SeqCst);
+            if let Ok(mut tls) = acceptor.accept(stream).await {
+                done.fetch_add(1, Ordering::SeqCst);
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecret")
+                    .await;
+            }
+        }
+    });
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    create_proxy(
+        &admin,
+        "tls-upstream.example.test",
+        &format!("https://localhost:{port}/"),
+        false,
+    )
+    .await;
+
+    // The proxy verifies upstream certificates against the platform's roots: one signed by an
+    // unknown CA is refused — the client gets the 502 page, never the upstream's answer.
+    let response = get_via_proxy(&app, "tls-upstream.example.test", "/").await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert!(!response.text().await.expect("a page").contains("secret"));
+    assert!(
+        handshakes.load(Ordering::SeqCst) >= 1,
+        "the proxy reached the upstream"
+    );
+    assert_eq!(completed.load(Ordering::SeqCst), 0, "no handshake completed");
+    let metrics = metrics_text(&admin).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"docker_watcher_proxy_upstream_errors_total{route="tls-upstream.example.test",kind="refused"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_https_listener_picks_certificates_by_sni_and_plain_http_redirects() {
+    let certs = tempfile::tempdir().expect("a directory for certificates");
+    let dir = certs.path();
+    test_ca(dir);
     let exact = issue_certificate(dir, "exact", "secure.example.test");
     let wildcard = issue_certificate(dir, "wildcard", "*.wild.example.test");
     let app = spawn_app_with(move |config| {

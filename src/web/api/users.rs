@@ -1,7 +1,9 @@
 //! User management, for admins: list, create, change a role or password, delete. Two rules keep
 //! an installation administrable: the last admin can be neither demoted nor deleted, and an
-//! admin cannot delete their own account. Changing a password ends that user's sessions (its API
-//! tokens stay: they are separate credentials, revoked one by one).
+//! admin cannot delete their own account. The first is the store's: the demoting or deleting
+//! statement itself checks that another admin remains, so two admins demoting each other at once
+//! cannot both pass, whichever process or task runs them. Changing a password ends that user's
+//! sessions (its API tokens stay: they are separate credentials, revoked one by one).
 
 use axum::Json;
 use axum::extract::State;
@@ -25,12 +27,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users_get, users_post))
         .routes(routes!(user_patch, user_delete))
 }
-
-/// Serialises the changes that could remove the last admin (demotion, deletion), so two admins
-/// demoting each other at once cannot both pass the "another admin remains" check. The store
-/// has one writer process (the server; the CLI never demotes or deletes), so a lock in this
-/// process is enough, and it is held only for a count and one write.
-static ADMIN_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A user as the API shows it. The password hash never leaves the store.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -203,25 +199,18 @@ pub(crate) async fn user_patch(
             state.store.get_user(id).await.map_err(not_found)?,
         )));
     }
-    // Hash before taking the lock: it is the slow part and needs no consistency.
     let hash = match password {
         Some(password) => Some(hash_in_background(password).await?),
         None => None,
     };
-    let (before, user) = {
-        let _guard = ADMIN_CHANGES.lock().await;
-        let before = state.store.get_user(id).await.map_err(not_found)?;
-        if before.role == Role::Admin && role.is_some_and(|r| r != Role::Admin) {
-            refuse_if_last_admin(&state, "demote", Some("role")).await?;
-        }
-        let now = state.clock.now();
-        let user = state
-            .store
-            .update_user(id, role, hash.as_deref(), now)
-            .await
-            .map_err(not_found)?;
-        (before, user)
-    };
+    // Read for the event only ("from … to …"); the last-admin rule is checked by the write.
+    let before = state.store.get_user(id).await.map_err(not_found)?;
+    let user = state
+        .store
+        .update_user(id, role, hash.as_deref(), state.clock.now())
+        .await
+        .map_err(not_found)?
+        .ok_or_else(|| last_admin("demote", Some("role")))?;
     if hash.is_some() {
         // Whoever knew the old password may hold a session opened with it.
         state.store.delete_sessions_of_user(id).await?;
@@ -275,15 +264,10 @@ pub(crate) async fn user_delete(
             "you cannot delete your own account; another admin can",
         ));
     }
-    let deleted = {
-        let _guard = ADMIN_CHANGES.lock().await;
-        let user = state.store.get_user(id).await.map_err(not_found)?;
-        if user.role == Role::Admin {
-            refuse_if_last_admin(&state, "delete", None).await?;
-        }
-        state.store.delete_user(id).await.map_err(not_found)?;
-        user
-    };
+    let deleted = state.store.get_user(id).await.map_err(not_found)?;
+    if !state.store.delete_user(id).await.map_err(not_found)? {
+        return Err(last_admin("delete", None));
+    }
     state
         .bus
         .publish(
@@ -296,15 +280,12 @@ pub(crate) async fn user_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// 409 when no admin would remain after taking one away.
-async fn refuse_if_last_admin(state: &AppState, verb: &str, field: Option<&str>) -> WebResult<()> {
-    if state.store.count_admins().await? <= 1 {
-        return Err(WebError::conflict(
-            field,
-            format!("cannot {verb} the last admin; make another user an admin first"),
-        ));
-    }
-    Ok(())
+/// The 409 of a demotion or deletion the store refused because no admin would remain.
+fn last_admin(verb: &str, field: Option<&str>) -> WebError {
+    WebError::conflict(
+        field,
+        format!("cannot {verb} the last admin; make another user an admin first"),
+    )
 }
 
 /// A store `NotFound` about the user in the path, said as such.

@@ -159,7 +159,7 @@ async fn build(state: &AppState) -> WebResult<(Vec<ProjectCard>, Vec<DeploymentR
                 };
                 in_progress || serving
             })
-            .map(|i| InstanceView::new(i, per_tag, hostname.as_deref(), now))
+            .map(|i| InstanceView::new(i, per_tag, hostname.as_deref(), &state.proxy_links, now))
             .collect();
         let current_tag = shown.iter().find(|i| i.is_current).map(|i| i.tag.as_str());
         let update_available = stage

@@ -394,11 +394,16 @@ pub fn error_page(err: WebError, current: Option<&CurrentUser>) -> Response {
         Some(current) => Chrome::new(current, title, Nav::None, FlashMessage(None)),
         None => Chrome::anonymous(title),
     };
+    // A refused path parameter (`/projects/abc`) says which one, as the API's error does.
+    let message = match &err.field {
+        Some(field) => format!("{field}: {}", err.message),
+        None => err.message.clone(),
+    };
     let page = ErrorPage {
         chrome,
         status: err.status.as_u16(),
         reason,
-        message: err.message,
+        message,
     };
     let mut response = render(err.status, &page);
     if let Some(secs) = err.retry_after {

@@ -59,13 +59,15 @@ pub struct ProjectStageRow {
     pub schedule: String,
     pub auto_deploy: bool,
     pub hostname: String,
+    /// The hostname's link through the reverse proxy; none without a hostname.
+    pub hostname_href: Option<String>,
     pub instances: Vec<InstanceView>,
 }
 
 pub async fn project_get(
     State(state): State<AppState>,
     Ui(viewer): Ui<Viewer>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     flash: FlashMessage,
 ) -> Response {
     render_project(&state, &viewer, id, flash, Forms::none(), StatusCode::OK).await
@@ -123,6 +125,7 @@ async fn build(
                     .map_or_else(|| "default".to_owned(), ToString::to_string),
                 auto_deploy: stage.auto_deploy,
                 hostname: hostname.clone().unwrap_or_default(),
+                hostname_href: hostname.as_deref().map(|h| state.proxy_links.href(h)),
                 instances: instances
                     .iter()
                     .filter(|i| i.stage_id == stage.id)
@@ -131,7 +134,7 @@ async fn build(
                             || (!per_tag && stage.current_instance_id == Some(i.id))
                             || matches!(i.status, InstanceStatus::Pending | InstanceStatus::Deploying)
                     })
-                    .map(|i| InstanceView::new(i, per_tag, hostname.as_deref(), now))
+                    .map(|i| InstanceView::new(i, per_tag, hostname.as_deref(), &state.proxy_links, now))
                     .collect(),
             }
         })
@@ -201,7 +204,7 @@ const EDIT_PROJECT_FIELDS: &[&str] = &[
 pub async fn project_edit_post(
     State(state): State<AppState>,
     Ui(member): Ui<Member>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     let form = FormData::parse(&body);
@@ -244,7 +247,7 @@ pub async fn project_edit_post(
 pub async fn project_delete_post(
     State(state): State<AppState>,
     Ui(admin): Ui<Admin>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     let form = FormData::parse(&body);
@@ -268,7 +271,7 @@ pub async fn project_delete_post(
 pub async fn project_stages_post(
     State(state): State<AppState>,
     Ui(member): Ui<Member>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     let form = FormData::parse(&body);

@@ -41,6 +41,8 @@ pub struct ProxyRow {
     pub form_id: String,
     pub name: String,
     pub hostname: String,
+    /// The hostname's link through the reverse proxy, while the proxy routes it (enabled).
+    pub href: Option<String>,
     pub target_url: String,
     pub preserve_host: bool,
     pub enabled: bool,
@@ -77,6 +79,7 @@ async fn render_proxies(
                 form_id: format!("proxy-{}", p.id),
                 name: p.name.clone(),
                 hostname: p.hostname.to_string(),
+                href: p.enabled.then(|| state.proxy_links.href(p.hostname.as_str())),
                 target_url: p.target_url.to_string(),
                 preserve_host: p.preserve_host,
                 enabled: p.enabled,
@@ -120,7 +123,7 @@ pub async fn proxies_post(State(state): State<AppState>, Ui(admin): Ui<Admin>, b
 pub async fn proxy_edit_post(
     State(state): State<AppState>,
     Ui(admin): Ui<Admin>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     let form = FormData::parse(&body);
@@ -150,7 +153,7 @@ pub async fn proxy_edit_post(
 pub async fn proxy_enabled_post(
     State(state): State<AppState>,
     Ui(admin): Ui<Admin>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     let enabled = FormData::parse(&body).checked("enabled");
@@ -176,7 +179,7 @@ pub async fn proxy_enabled_post(
 pub async fn proxy_delete_post(
     State(state): State<AppState>,
     Ui(admin): Ui<Admin>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     if !FormData::parse(&body).confirmed() {

@@ -250,6 +250,8 @@ pub struct StageInfo {
     pub schedule: String,
     pub auto_deploy: bool,
     pub hostname: String,
+    /// The hostname's link through the reverse proxy; none without a hostname.
+    pub hostname_href: Option<String>,
     pub max_instances: u32,
     pub min_release_age: String,
     pub port: u16,
@@ -273,7 +275,7 @@ pub struct LogLine {
 pub async fn stage_get(
     State(state): State<AppState>,
     Ui(viewer): Ui<Viewer>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     flash: FlashMessage,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -337,7 +339,7 @@ async fn build(
         })
         .await?
         .iter()
-        .map(|i| InstanceView::new(i, per_tag, hostname.as_deref(), now))
+        .map(|i| InstanceView::new(i, per_tag, hostname.as_deref(), &state.proxy_links, now))
         .collect();
     let deployments = state
         .store
@@ -380,6 +382,7 @@ async fn build(
                 ToString::to_string,
             ),
             auto_deploy: stage.auto_deploy,
+            hostname_href: hostname.as_deref().map(|h| state.proxy_links.href(h)),
             hostname: hostname.unwrap_or_default(),
             max_instances: stage.max_instances,
             min_release_age: stage
@@ -437,7 +440,7 @@ async fn read_logs(state: &AppState, viewer: &Viewer, instance: &InstanceView) -
 pub async fn stage_edit_post(
     State(state): State<AppState>,
     Ui(member): Ui<Member>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     let form = FormData::parse(&body);
@@ -466,7 +469,7 @@ pub async fn stage_edit_post(
 pub async fn stage_delete_post(
     State(state): State<AppState>,
     Ui(member): Ui<Member>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     if !FormData::parse(&body).confirmed() {
@@ -501,7 +504,7 @@ pub async fn stage_delete_post(
 pub async fn stage_deploy_post(
     State(state): State<AppState>,
     Ui(member): Ui<Member>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     let form = FormData::parse(&body);
@@ -558,7 +561,7 @@ pub async fn stage_deploy_post(
 pub async fn stage_poll_post(
     State(state): State<AppState>,
     Ui(member): Ui<Member>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
 ) -> Response {
     let task_state = state.clone();
     let task_member = member.clone();
@@ -603,7 +606,7 @@ pub async fn stage_poll_post(
 pub async fn stage_rollback_post(
     State(state): State<AppState>,
     Ui(member): Ui<Member>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     let back = format!("/stages/{id}");
@@ -692,7 +695,7 @@ impl InstanceAction {
 pub async fn instance_action_post(
     State(state): State<AppState>,
     Ui(member): Ui<Member>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     Path((_, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {

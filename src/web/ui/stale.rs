@@ -159,7 +159,7 @@ pub async fn stale_scan_post(State(state): State<AppState>, Ui(member): Ui<Membe
 pub async fn stale_cleanup_post(
     State(state): State<AppState>,
     Ui(member): Ui<Member>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     if !FormData::parse(&body).confirmed() {

@@ -112,7 +112,7 @@ pub async fn tokens_post(State(state): State<AppState>, Ui(viewer): Ui<Viewer>, 
 pub async fn token_delete_post(
     State(state): State<AppState>,
     Ui(viewer): Ui<Viewer>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     if !FormData::parse(&body).confirmed() {

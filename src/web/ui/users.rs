@@ -109,7 +109,7 @@ pub async fn users_post(State(state): State<AppState>, Ui(admin): Ui<Admin>, bod
 pub async fn user_edit_post(
     State(state): State<AppState>,
     Ui(admin): Ui<Admin>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     let form = FormData::parse(&body);
@@ -138,7 +138,7 @@ pub async fn user_edit_post(
 pub async fn user_delete_post(
     State(state): State<AppState>,
     Ui(admin): Ui<Admin>,
-    IdPath(id): IdPath,
+    Ui(IdPath(id)): Ui<IdPath>,
     body: Bytes,
 ) -> Response {
     if !FormData::parse(&body).confirmed() {

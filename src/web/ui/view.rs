@@ -1,10 +1,85 @@
 //! Display values built once, in Rust, for the templates: times as "5 min ago" with the exact
 //! UTC time beside them, short digests, status badges, and the rows of instances and
-//! deployments several pages show. Templates stay free of logic beyond loops and conditions.
+//! deployments several pages show, and the links to the hostnames the reverse proxy routes
+//! ([`ProxyLinks`]). Templates stay free of logic beyond loops and conditions.
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::hostname::Hostname;
 use crate::domain::instance::{Deployment, DeploymentStatus, Instance, InstanceStatus};
+
+/// Where the reverse proxy answers, so the UI's links to the hostnames it routes reach it: the
+/// port of its plain listener, and its HTTPS listener with the names its certificates are for.
+/// A link carries the listener's port unless it is the scheme's default
+/// (`http://shop.example.com:8000/`), because the proxy rarely listens on 80 itself. It is
+/// `https://` when a certificate covers the name — a name without one would meet a certificate
+/// warning — and for every name when plain HTTP is redirected to HTTPS anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyLinks {
+    http_port: u16,
+    https: Option<HttpsLinks>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HttpsLinks {
+    port: u16,
+    /// The names certificates were configured for; `*.example.com` covers one label, as the
+    /// listener's choice by SNI does.
+    certificate_names: Vec<Hostname>,
+    redirect_http: bool,
+}
+
+impl ProxyLinks {
+    /// A proxy with only its plain-HTTP listener, on `http_port`.
+    pub fn http(http_port: u16) -> Self {
+        Self {
+            http_port,
+            https: None,
+        }
+    }
+
+    /// Adds the HTTPS listener on `port`, its certificates' hostnames (or `*.` wildcards, which
+    /// the configuration has validated; a name that does not parse covers nothing), and whether
+    /// plain HTTP is redirected to it.
+    pub fn with_https<S: AsRef<str>>(
+        self,
+        port: u16,
+        certificate_names: impl IntoIterator<Item = S>,
+        redirect_http: bool,
+    ) -> Self {
+        Self {
+            https: Some(HttpsLinks {
+                port,
+                certificate_names: certificate_names
+                    .into_iter()
+                    .filter_map(|name| Hostname::parse_wildcard(name.as_ref()).ok())
+                    .collect(),
+                redirect_http,
+            }),
+            ..self
+        }
+    }
+
+    /// The link to `hostname` through the proxy: `http://shop.example.com:8000/`.
+    pub fn href(&self, hostname: &str) -> String {
+        let (scheme, port, default_port) = match &self.https {
+            Some(https) if https.redirect_http || https.covers(hostname) => ("https", https.port, 443),
+            _ => ("http", self.http_port, 80),
+        };
+        if port == default_port {
+            format!("{scheme}://{hostname}/")
+        } else {
+            format!("{scheme}://{hostname}:{port}/")
+        }
+    }
+}
+
+impl HttpsLinks {
+    fn covers(&self, hostname: &str) -> bool {
+        Hostname::parse(hostname)
+            .is_ok_and(|host| self.certificate_names.iter().any(|name| name.matches(&host)))
+    }
+}
 
 /// A point in time as pages show it.
 #[derive(Debug, Clone)]
@@ -111,8 +186,14 @@ pub struct InstanceView {
 
 impl InstanceView {
     /// `stage_hostname`: the hostname its stage routes (single stages), shown for the current
-    /// instance; per-tag instances have their own.
-    pub fn new(i: &Instance, per_tag: bool, stage_hostname: Option<&str>, now: DateTime<Utc>) -> Self {
+    /// instance; per-tag instances have their own. `links` makes the hostname a link.
+    pub fn new(
+        i: &Instance,
+        per_tag: bool,
+        stage_hostname: Option<&str>,
+        links: &ProxyLinks,
+        now: DateTime<Utc>,
+    ) -> Self {
         let since = match i.status {
             InstanceStatus::Running => i.started_at.or(i.last_alive_at),
             InstanceStatus::Stopped | InstanceStatus::Failed | InstanceStatus::Missing => {
@@ -141,7 +222,7 @@ impl InstanceView {
             status_class: instance_status_class(status),
             since: When::new(since, now),
             is_current,
-            href: hostname.as_ref().map(|h| format!("http://{h}/")),
+            href: hostname.as_deref().map(|h| links.href(h)),
             hostname,
             container_name: i.container_name.clone().unwrap_or_default(),
             host_port: i.host_port,
@@ -216,6 +297,45 @@ mod tests {
         assert_eq!(ago(now - TimeDelta::days(1), now), "1 day ago");
         assert_eq!(ago(now - TimeDelta::days(9), now), "9 days ago");
         assert_eq!(ago(now + TimeDelta::minutes(2), now), "in 2 min");
+    }
+
+    #[test]
+    fn hostname_links_carry_the_proxy_port_unless_it_is_the_default() {
+        assert_eq!(
+            ProxyLinks::http(80).href("shop.example.test"),
+            "http://shop.example.test/"
+        );
+        assert_eq!(
+            ProxyLinks::http(8000).href("shop.example.test"),
+            "http://shop.example.test:8000/"
+        );
+    }
+
+    #[test]
+    fn hostname_links_use_https_when_a_certificate_covers_the_name_or_http_redirects() {
+        let links =
+            ProxyLinks::http(8000).with_https(443, ["Secure.Example.Test", "*.wild.example.test"], false);
+        assert_eq!(links.href("secure.example.test"), "https://secure.example.test/");
+        assert_eq!(
+            links.href("app.wild.example.test"),
+            "https://app.wild.example.test/"
+        );
+        // A wildcard covers one label, as the listener's SNI choice does.
+        assert_eq!(
+            links.href("a.b.wild.example.test"),
+            "http://a.b.wild.example.test:8000/"
+        );
+        assert_eq!(links.href("wild.example.test"), "http://wild.example.test:8000/");
+        assert_eq!(
+            links.href("plain.example.test"),
+            "http://plain.example.test:8000/"
+        );
+
+        let redirecting = ProxyLinks::http(80).with_https(8443, ["secure.example.test"], true);
+        assert_eq!(
+            redirecting.href("plain.example.test"),
+            "https://plain.example.test:8443/"
+        );
     }
 
     #[test]
