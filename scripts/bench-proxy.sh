@@ -7,7 +7,7 @@
 # the ratios against the budgets (throughput ≥ 0.9× nginx, goal ≥ 1.0×; p99 ≤ 1.25×), and
 # docker-watcher's resident memory under load.
 #
-#   scripts/bench-proxy.sh                       # 2 rounds of 15 s per proxy
+#   scripts/bench-proxy.sh                       # 5 rounds of 10 s per proxy (medians)
 #   ROUNDS=3 DURATION=20s CONNECTIONS=64 THREADS=2 scripts/bench-proxy.sh
 #
 # Installs Debian's nginx and wrk when missing. All traffic stays on 127.0.0.1 (ports 18181-18184
@@ -17,8 +17,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-ROUNDS=${ROUNDS:-2}
-DURATION=${DURATION:-15s}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 BASE=${BENCH_PORT_BASE:-18181}

@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -211,7 +212,7 @@ pub struct ProxyErrorLabels {
 pub struct ProxyMetrics {
     requests: Family<ProxyStatusLabels, Counter>,
     errors: Family<ProxyErrorLabels, Counter>,
-    latency: Family<ProxyRouteLabels, Histogram, fn() -> Histogram>,
+    latency: Family<ProxyRouteLabels, LatencyHistogram, fn() -> LatencyHistogram>,
     open: Family<ProxyRouteLabels, Gauge>,
     last_request: Family<ProxyRouteLabels, Gauge>,
     /// Requests for hosts no route serves (answered 404, or refused).
@@ -225,9 +226,78 @@ pub struct ProxyMetrics {
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-fn proxy_latency_histogram() -> Histogram {
+fn proxy_latency_histogram() -> LatencyHistogram {
     // 0.25 ms to about 65 s: loopback upstreams up to the response timeout.
-    Histogram::new(exponential_buckets(0.00025, 2.0, 19))
+    LatencyHistogram::new(exponential_buckets(0.00025, 2.0, 19))
+}
+
+/// A histogram of durations that records without a lock. prometheus-client's `Histogram` takes
+/// a mutex per observation; shared by the proxy's worker threads per route, a worker preempted
+/// while holding it would stall every other worker's requests until it runs again — a
+/// scheduler tick, which showed as the p99 tail of `scripts/bench-proxy.sh`. Here each bucket,
+/// the count and the sum (in nanoseconds) are atomics; a scrape reads them one by one, so it may
+/// see an observation in the count a moment before its bucket, which Prometheus tolerates.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram {
+    inner: Arc<LatencyBuckets>,
+}
+
+#[derive(Debug)]
+struct LatencyBuckets {
+    /// Upper bounds in seconds, ascending; the last bucket (`+Inf`) is implicit.
+    bounds: Vec<f64>,
+    /// One more than `bounds`: observations above the last bound land in `+Inf`.
+    counts: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn new(bounds: impl Iterator<Item = f64>) -> Self {
+        let bounds: Vec<f64> = bounds.collect();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            inner: Arc::new(LatencyBuckets {
+                bounds,
+                counts,
+                sum_nanos: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn observe(&self, duration: std::time::Duration) {
+        let inner = &self.inner;
+        let seconds = duration.as_secs_f64();
+        let bucket = inner.bounds.partition_point(|bound| *bound < seconds);
+        inner.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        inner.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let inner = &self.inner;
+        // The text encoder accumulates the per-bucket counts and prints infinity as `+Inf`,
+        // as it does for prometheus-client's own histogram.
+        let buckets: Vec<(f64, u64)> = inner
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(inner.counts.iter().map(|c| c.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 impl ProxyMetrics {
@@ -244,9 +314,10 @@ impl ProxyMetrics {
             "Requests the proxy answered itself because the upstream refused, timed out or broke off",
             errors.clone(),
         );
-        let latency = Family::<ProxyRouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            proxy_latency_histogram,
-        );
+        let latency =
+            Family::<ProxyRouteLabels, LatencyHistogram, fn() -> LatencyHistogram>::new_with_constructor(
+                proxy_latency_histogram,
+            );
         registry.register(
             "proxy_request_duration_seconds",
             "Time from a request's arrival to its response headers, by route",
@@ -339,7 +410,7 @@ impl ProxyMetrics {
 #[derive(Debug)]
 pub struct RouteMetrics {
     by_status_class: [Counter; 5],
-    latency: Histogram,
+    latency: LatencyHistogram,
     open: Gauge,
     last_request_gauge: Gauge,
     last_request_at: AtomicI64,
@@ -370,7 +441,7 @@ impl RouteMetrics {
     pub fn record(&self, status: u16, latency: std::time::Duration, unix_seconds: i64) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.by_status_class[class].inc();
-        self.latency.observe(latency.as_secs_f64());
+        self.latency.observe(latency);
         // Written at most once a second per route, so the gauge's atomic is not contended.
         if self.last_request_at.swap(unix_seconds, Ordering::Relaxed) != unix_seconds {
             self.last_request_gauge.set(unix_seconds);
@@ -399,6 +470,29 @@ impl Drop for OpenGuard {
 #[cfg(test)]
 mod proxy_tests {
     use super::*;
+
+    #[test]
+    fn the_lock_free_latency_histogram_encodes_like_a_prometheus_histogram() {
+        let mut registry = Registry::default();
+        let histogram = LatencyHistogram::new([0.001, 0.01].into_iter());
+        registry.register("lat", "test", histogram.clone());
+        histogram.observe(std::time::Duration::from_micros(500));
+        histogram.observe(std::time::Duration::from_millis(1));
+        histogram.observe(std::time::Duration::from_millis(5));
+        histogram.observe(std::time::Duration::from_secs(2));
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "# TYPE lat histogram",
+            "lat_sum 2.0065",
+            "lat_count 4",
+            "lat_bucket{le=\"0.001\"} 2",
+            "lat_bucket{le=\"0.01\"} 3",
+            "lat_bucket{le=\"+Inf\"} 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+    }
 
     #[test]
     fn route_metrics_are_created_once_and_count_by_status_class() {

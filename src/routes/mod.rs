@@ -100,7 +100,11 @@ impl Routes {
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     current: Arc<ArcSwap<Routes>>,
-    connections: Arc<std::sync::Mutex<HashMap<i64, Arc<AtomicUsize>>>>,
+    /// Open connections per instance, copy-on-write like the table: the request path reads it
+    /// without a lock (a lock shared by the proxy's workers stalls them all whenever its holder
+    /// is preempted); only an instance's first connection writes, under `connections_insert`.
+    connections: Arc<ArcSwap<HashMap<i64, Arc<AtomicUsize>>>>,
+    connections_insert: Arc<std::sync::Mutex<()>>,
     store: Store,
     settings: LiveSettings,
     /// Serialises rebuilds so an older build never overwrites a newer one.
@@ -112,6 +116,7 @@ impl RouteTable {
         Self {
             current: Default::default(),
             connections: Default::default(),
+            connections_insert: Default::default(),
             store,
             settings,
             rebuild_lock: Default::default(),
@@ -140,18 +145,34 @@ impl RouteTable {
 
     /// A guard counting one open connection to `instance_id` until it is dropped.
     pub fn track_connection(&self, instance_id: i64) -> ConnectionGuard {
-        let counter = {
-            let mut map = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(instance_id).or_default().clone()
-        };
+        let counter = self.counter(instance_id);
         counter.fetch_add(1, Ordering::SeqCst);
         ConnectionGuard { counter }
     }
 
+    /// The connection counter of `instance_id`, created on its first connection.
+    fn counter(&self, instance_id: i64) -> Arc<AtomicUsize> {
+        if let Some(counter) = self.connections.load().get(&instance_id) {
+            return counter.clone();
+        }
+        let _guard = self.connections_insert.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.connections.load_full();
+        if let Some(counter) = current.get(&instance_id) {
+            return counter.clone();
+        }
+        let counter = Arc::new(AtomicUsize::new(0));
+        let mut next = (*current).clone();
+        next.insert(instance_id, counter.clone());
+        self.connections.store(Arc::new(next));
+        counter
+    }
+
     /// Open connections to an instance right now.
     pub fn open_connections(&self, instance_id: i64) -> usize {
-        let map = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&instance_id).map_or(0, |c| c.load(Ordering::SeqCst))
+        self.connections
+            .load()
+            .get(&instance_id)
+            .map_or(0, |c| c.load(Ordering::SeqCst))
     }
 
     /// Waits until no connection to `instance_id` is open, or `timeout`. Returns whether it
