@@ -359,32 +359,39 @@ impl Store {
         let stored_ts = parse_ts(TABLE, &stamp)?;
         let mut tx = self.write_tx().await?;
         let mut stored = Vec::with_capacity(events.len());
-        for event in events {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO event_log (ts, severity, source, message, project_id, stage_id, instance_id, details) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(&stamp)
-            .bind(event.severity.as_str())
-            .bind(event.source.as_str())
-            .bind(&event.message)
-            .bind(event.project_id)
-            .bind(event.stage_id)
-            .bind(event.instance_id)
-            .bind(details_json(&event.details))
-            .fetch_one(&mut *tx)
-            .await?;
-            stored.push(Event {
-                id: Some(id),
-                ts: stored_ts,
-                severity: event.severity,
-                source: event.source,
-                message: event.message.clone(),
-                project_id: event.project_id,
-                stage_id: event.stage_id,
-                instance_id: event.instance_id,
-                details: event.details.clone(),
-            });
+        // Multi-row INSERTs, as in `insert_events`: a stale scan can publish thousands of events
+        // at once, and one statement per row is one round trip to SQLite's thread per row.
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let sql = format!("{} RETURNING id", insert_sql(chunk.len()));
+            let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
+            for event in chunk {
+                query = query
+                    .bind(&stamp)
+                    .bind(event.severity.as_str())
+                    .bind(event.source.as_str())
+                    .bind(&event.message)
+                    .bind(event.project_id)
+                    .bind(event.stage_id)
+                    .bind(event.instance_id)
+                    .bind(details_json(&event.details));
+            }
+            let mut ids = query.fetch_all(&mut *tx).await?;
+            // One statement's rows take new rowids one after another in VALUES order (we hold
+            // the write lock); RETURNING promises no order, so the ids are sorted back into it.
+            ids.sort_unstable();
+            for (event, id) in chunk.iter().zip(ids) {
+                stored.push(Event {
+                    id: Some(id),
+                    ts: stored_ts,
+                    severity: event.severity,
+                    source: event.source,
+                    message: event.message.clone(),
+                    project_id: event.project_id,
+                    stage_id: event.stage_id,
+                    instance_id: event.instance_id,
+                    details: event.details.clone(),
+                });
+            }
         }
         tx.commit().await?;
         Ok(stored)
@@ -564,6 +571,29 @@ mod tests {
         assert_eq!((page, total), (vec![stored.clone()], 1));
         assert_eq!(page_details(&store).await, serde_json::json!({"attempt": 3}));
         assert_eq!(store.latest_event_id().await.unwrap(), stored.id);
+    }
+
+    #[tokio::test]
+    async fn events_inserted_together_come_back_with_the_ids_they_were_stored_under() {
+        let (store, _dir) = temp_store().await;
+        // More than one multi-row statement, and a partial last one.
+        let events: Vec<NewEvent> = (0..ROWS_PER_INSERT * 2 + 7)
+            .map(|i| NewEvent::warn(Source::Stale, format!("event {i}")).detail("n", i))
+            .collect();
+        let stored = store.insert_events_returning(&events, at(0)).await.unwrap();
+        assert_eq!(stored.len(), events.len());
+        for (i, event) in stored.iter().enumerate() {
+            assert_eq!(event.message, format!("event {i}"));
+            let id = event.id.expect("an id");
+            let back = store.events_after(id - 1, 1).await.unwrap();
+            assert_eq!(back[0].message, event.message, "id {id}");
+            assert_eq!(back[0].details, event.details);
+        }
+        let ids: Vec<i64> = stored.iter().filter_map(|e| e.id).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "ids rise in publishing order"
+        );
     }
 
     async fn page_details(store: &Store) -> Value {
