@@ -29,6 +29,8 @@ pub enum CodecError {
     Head(String),
     #[error("head larger than {0} bytes")]
     HeadTooLarge(usize),
+    #[error("more header fields than the proxy accepts")]
+    TooManyFields,
     #[error("conflicting or invalid Content-Length")]
     ContentLength,
     #[error("a transfer coding other than chunked last")]
@@ -188,7 +190,7 @@ fn fields_of(base: &[u8], headers: &[httparse::Header<'_>]) -> Vec<Field> {
 
 fn head_error(error: httparse::Error) -> CodecError {
     match error {
-        httparse::Error::TooManyHeaders => CodecError::HeadTooLarge(0),
+        httparse::Error::TooManyHeaders => CodecError::TooManyFields,
         other => CodecError::Head(other.to_string()),
     }
 }
@@ -739,6 +741,14 @@ mod tests {
             Err(CodecError::Head(_))
         ));
         assert!(parse_request_head(&mut BytesMut::new(), 1024).unwrap().is_none());
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "X-A: 1\r\n".repeat(MAX_REQUEST_FIELDS + 1)
+        );
+        assert_eq!(
+            parse_request_head(&mut BytesMut::from(many.as_str()), 64 * 1024).unwrap_err(),
+            CodecError::TooManyFields
+        );
     }
 
     #[test]

@@ -77,7 +77,9 @@ where
             match codec::parse_request_head(&mut self.buf, max_bytes) {
                 Ok(Some(head)) => return Ok(Some(head)),
                 Ok(None) => {}
-                Err(CodecError::HeadTooLarge(_)) => return Err(ReadError::TooLarge),
+                Err(CodecError::HeadTooLarge(_) | CodecError::TooManyFields) => {
+                    return Err(ReadError::TooLarge);
+                }
                 Err(_) => return Err(ReadError::Malformed),
             }
             match poll_fn(|cx| self.poll_fill(cx)).await {

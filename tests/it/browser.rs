@@ -9,7 +9,6 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,6 +18,8 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use serde_json::{Value, json};
+
+use crate::testenv::free_port;
 
 /// How long the waits of a test give the page, by default.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -44,13 +45,6 @@ fn find_executable(names: &[&str]) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
         .find(|candidate| candidate.is_file())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A browser session and the chromedriver behind it (killed when the last clone is dropped).

@@ -2,8 +2,9 @@
 //! through its published port; a new digest under the same tag replaces it (the old instance is
 //! stopped and kept); images that exit or fail their health check leave the old instance
 //! serving, with one `error` event and the digest remembered; rollback brings the previous
-//! instance back; per-tag stages give every matching tag its own instance and hostname and stop
-//! it when the tag leaves the registry; bad input gets a 4xx naming the field.
+//! instance back; per-tag stages give every matching tag its own instance and hostname —
+//! reached through the real proxy listener — and stop it when the tag leaves the registry or
+//! through the API (its hostname then answers 404 at once); bad input gets a 4xx naming the field.
 //!
 //! Images come from `scripts/test-image.sh` (a busybox httpd serving a marker on 8080), pushed
 //! to unique repositories; every test removes the containers of its app's installation when it
@@ -18,15 +19,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{ApiClient, TestApp, assert_field_error, spawn_app};
 
-/// The anonymous test registry.
-pub fn registry() -> String {
-    std::env::var("DW_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_owned())
-}
-
-/// A lowercase name no other test or run uses.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
-}
+pub use crate::testenv::{registry, unique};
 
 /// Which image `scripts/test-image.sh` builds.
 #[derive(Debug, Clone, Copy)]
@@ -607,9 +600,15 @@ async fn a_per_tag_stage_gives_each_tag_an_instance_and_stops_it_when_the_tag_go
             .as_deref(),
         Some("preview one")
     );
-    let routes = app.app().state().routes.load();
-    assert!(routes.lookup(&format!("pr-1.{suffix}")).is_some());
-    assert!(routes.lookup(&format!("pr-2.{suffix}")).is_some());
+    // Each tag's hostname reaches its own container through the real proxy listener.
+    assert_eq!(
+        through_proxy(&app, &format!("pr-1.{suffix}")).await,
+        (200, "preview one".to_owned())
+    );
+    assert_eq!(
+        through_proxy(&app, &format!("pr-2.{suffix}")).await,
+        (200, "preview two".to_owned())
+    );
 
     // A per-tag stage deploys a named, matching tag only.
     let (status, body) = deploy(&admin, stage_id, json!({})).await;
@@ -642,10 +641,34 @@ async fn a_per_tag_stage_gives_each_tag_an_instance_and_stops_it_when_the_tag_go
     assert!(fetch(&one, "/").await.is_none());
     let two = instance(&admin, two["id"].as_i64().unwrap()).await;
     assert_eq!(two["status"], "running");
-    let routes = app.app().state().routes.load();
-    assert!(routes.lookup(&format!("pr-1.{suffix}")).is_none());
-    assert!(routes.lookup(&format!("pr-2.{suffix}")).is_some());
+    assert_eq!(through_proxy(&app, &format!("pr-1.{suffix}")).await.0, 404);
+    assert_eq!(
+        through_proxy(&app, &format!("pr-2.{suffix}")).await,
+        (200, "preview two".to_owned())
+    );
+
+    // An instance stopped through the API leaves the route table at once.
+    let (status, body) = admin
+        .post(&format!("/api/instances/{}/stop", two["id"]), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(through_proxy(&app, &format!("pr-2.{suffix}")).await.0, 404);
     app.stop().await;
+}
+
+/// A GET of `/` through the app's proxy listener with `host` as the `Host`: status and body.
+async fn through_proxy(app: &TestApp, host: &str) -> (u16, String) {
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a client")
+        .get(format!("http://{}/", app.app().proxy_addr()))
+        .header("host", host)
+        .send()
+        .await
+        .expect("the proxy answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("a body").trim().to_owned())
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The one integration-test binary: it spawns the real application (the library's `App`, on
 //! port 0, with a temporary data dir) and drives it over HTTP, against the real Docker engine
 //! and registry that `scripts/test.sh` starts. One file per feature; shared helpers in
-//! [`helpers`].
+//! [`helpers`], the test environment (registries, images, commands) in [`testenv`].
 
 mod auth;
 mod browser;
@@ -20,6 +20,7 @@ mod settings;
 mod stages;
 mod stale;
 mod sync;
+mod testenv;
 mod tidy;
 mod ui;
 mod webhook;

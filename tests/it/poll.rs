@@ -10,106 +10,18 @@
 //! registry start their own [`PrivateRegistry`] (a `docker-registry serve` on a free port with
 //! its own storage), never the shared ones.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
 use crate::deploy::{Cleanup, fetch, unique};
 use crate::helpers::{ApiClient, spawn_app};
-
-/// The anonymous shared test registry.
-pub fn registry() -> String {
-    std::env::var("DW_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_owned())
-}
-
-fn auth_registry() -> String {
-    std::env::var("DW_TEST_AUTH_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5001".to_owned())
-}
-
-fn auth_user() -> String {
-    std::env::var("DW_TEST_AUTH_REGISTRY_USER").unwrap_or_else(|_| "dwtest".to_owned())
-}
-
-fn auth_password() -> String {
-    std::env::var("DW_TEST_AUTH_REGISTRY_PASSWORD").unwrap_or_else(|_| "dwtest-secret".to_owned())
-}
-
-/// Runs a command to completion; fails the test with its output when it fails.
-async fn run(command: &mut Command, stdin: Option<&str>) -> String {
-    let description = format!("{command:?}");
-    command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).await.expect("writes stdin");
-    }
-    let output = child.wait_with_output().await.expect("the command finishes");
-    assert!(
-        output.status.success(),
-        "{description} failed ({}) — is scripts/services.sh running?\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Local images a test built; removed from the engine when the test ends, pass or fail. (Not
-/// right after the push: a deploy the push triggers may be pulling that very image.)
-#[derive(Default)]
-pub struct LocalImages(Vec<String>);
-
-impl Drop for LocalImages {
-    fn drop(&mut self) {
-        if !self.0.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .args(["rmi", "--force"])
-                .args(&self.0)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-impl LocalImages {
-    /// Builds and pushes `image` (`REGISTRY/REPO:TAG`, variant `web` or `exit1`) serving
-    /// `marker`; returns the pushed digest.
-    pub async fn push(&mut self, image: &str, variant: &str, marker: &str) -> String {
-        self.0.push(image.to_owned());
-        push_with_config(image, variant, marker, None).await
-    }
-}
-
-/// [`LocalImages::push`], with a Docker CLI config dir (holding a login) when given; the caller
-/// removes the image.
-async fn push_with_config(image: &str, variant: &str, marker: &str, docker_config: Option<&Path>) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-image.sh");
-    let mut command = Command::new(script);
-    command.args([image, "--variant", variant, "--marker", marker]);
-    if let Some(dir) = docker_config {
-        command.env("DOCKER_CONFIG", dir);
-    }
-    let printed = run(&mut command, None).await;
-    printed
-        .trim()
-        .rsplit_once('@')
-        .map(|(_, digest)| digest.to_owned())
-        .unwrap_or_else(|| panic!("test-image.sh printed no REPO@DIGEST: {printed}"))
-}
+pub use crate::testenv::{LocalImages, registry};
+use crate::testenv::{auth_password, auth_registry, auth_user, docker_login, free_port};
 
 /// A project on `image` (plus `extra` fields); its id.
 pub async fn create_project(admin: &ApiClient, image: &str, extra: Value) -> i64 {
@@ -302,13 +214,6 @@ impl PrivateRegistry {
             let _ = child.wait().await;
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }
 
 #[tokio::test]
@@ -613,24 +518,22 @@ async fn the_basic_auth_registry_is_polled_with_the_projects_credentials() {
     let mut images = LocalImages::default();
     let admin = app.admin().await;
     let docker_config = tempfile::tempdir().expect("a temporary dir");
-    let mut login = Command::new("docker");
-    login.env("DOCKER_CONFIG", docker_config.path()).args([
-        "login",
+    docker_login(
         &auth_registry(),
-        "--username",
         &auth_user(),
-        "--password-stdin",
-    ]);
-    run(&mut login, Some(&auth_password())).await;
-    let image = format!("{}/{}", auth_registry(), unique("dwtest/poll-auth-"));
-    images.0.push(format!("{image}:v1"));
-    let digest = push_with_config(
-        &format!("{image}:v1"),
-        "web",
-        "secret",
+        &auth_password(),
         Some(docker_config.path()),
     )
     .await;
+    let image = format!("{}/{}", auth_registry(), unique("dwtest/poll-auth-"));
+    let digest = images
+        .push_as(
+            &format!("{image}:v1"),
+            "web",
+            "secret",
+            Some(docker_config.path()),
+        )
+        .await;
 
     let with = create_project(
         &admin,

@@ -6,7 +6,6 @@
 //! that certificate's key. Images are built and pushed with `scripts/test-image.sh` under unique
 //! names, so tests run in parallel and again without interfering.
 
-use std::net::TcpListener as StdTcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -27,34 +26,12 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 
-fn registry() -> String {
-    std::env::var("DW_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_owned())
-}
-
-fn auth_registry() -> String {
-    std::env::var("DW_TEST_AUTH_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5001".to_owned())
-}
-
-fn auth_user() -> String {
-    std::env::var("DW_TEST_AUTH_REGISTRY_USER").unwrap_or_else(|_| "dwtest".to_owned())
-}
-
-fn auth_password() -> String {
-    std::env::var("DW_TEST_AUTH_REGISTRY_PASSWORD").unwrap_or_else(|_| "dwtest-secret".to_owned())
-}
+use crate::testenv::{
+    LocalImages, auth_password, auth_registry, auth_user, docker_login, free_port, registry, run, unique,
+};
 
 fn client() -> RegistryClient {
     RegistryClient::new(RegistryClientConfig::default()).expect("the registry client builds")
-}
-
-/// A name no other test or run uses: `what-<pid>-<nanoseconds>-<n>`.
-fn unique(what: &str) -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{what}-{}-{nanos:x}-{n}", std::process::id())
 }
 
 fn access(repository: &str) -> RepositoryAccess {
@@ -69,88 +46,16 @@ fn with_credentials(mut repo: RepositoryAccess, username: &str, password: &str) 
     repo
 }
 
-/// Runs a command to completion, failing the test with its output when it fails.
-async fn run(command: &mut Command, stdin: Option<&str>) -> String {
-    let description = format!("{command:?}");
-    command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).await.expect("writes stdin");
-    }
-    let output = child.wait_with_output().await.expect("the command finishes");
-    assert!(
-        output.status.success(),
-        "{description} failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Local images this test imported; removed from the engine when the test ends, pass or fail.
-#[derive(Default)]
-struct LocalImages(Vec<String>);
-
-impl Drop for LocalImages {
-    fn drop(&mut self) {
-        if !self.0.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .args(["rmi", "--force"])
-                .args(&self.0)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-impl LocalImages {
-    /// Builds and pushes `image` (`REGISTRY/REPO:TAG`) with scripts/test-image.sh and returns
-    /// the digest the push printed. `docker_config` selects a Docker CLI config dir (logins).
-    async fn push(&mut self, image: &str, docker_config: Option<&Path>) -> String {
-        self.0.push(image.to_owned());
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-image.sh");
-        let mut command = Command::new(script);
-        command.arg(image).args(["--marker", &unique(image)]);
-        if let Some(dir) = docker_config {
-            command.env("DOCKER_CONFIG", dir);
-        }
-        let printed = run(&mut command, None).await;
-        let digest = printed
-            .trim()
-            .rsplit_once('@')
-            .map(|(_, digest)| digest.to_owned())
-            .unwrap_or_else(|| panic!("test-image.sh printed no REPO@DIGEST: {printed}"));
-        assert!(digest.starts_with("sha256:"), "{digest}");
-        digest
-    }
-}
-
-async fn docker_login(registry: &str, username: &str, password: &str, docker_config: Option<&Path>) {
-    let mut command = Command::new("docker");
-    if let Some(dir) = docker_config {
-        command.env("DOCKER_CONFIG", dir);
-    }
-    command.args(["login", registry, "--username", username, "--password-stdin"]);
-    run(&mut command, Some(password)).await;
-}
-
 #[tokio::test]
 async fn pushed_tags_are_listed_and_their_digests_match_the_push() {
     let repository = format!("{}/dw-registry-test/{}", registry(), unique("tags"));
     let mut images = LocalImages::default();
-    let first = images.push(&format!("{repository}:v1"), None).await;
-    let second = images.push(&format!("{repository}:v2.0"), None).await;
+    let first = images
+        .push(&format!("{repository}:v1"), "web", &unique("marker"))
+        .await;
+    let second = images
+        .push(&format!("{repository}:v2.0"), "web", &unique("marker"))
+        .await;
     assert_ne!(first, second, "two builds, two digests");
 
     let client = client();
@@ -185,7 +90,9 @@ async fn an_unknown_repository_or_tag_is_not_found() {
 
     let repository = format!("{}/dw-registry-test/{}", registry(), unique("one-tag"));
     let mut images = LocalImages::default();
-    images.push(&format!("{repository}:v1"), None).await;
+    images
+        .push(&format!("{repository}:v1"), "web", &unique("marker"))
+        .await;
     assert_eq!(
         client.manifest_digest(&access(&repository), "v2").await,
         Err(RegistryError::NotFound)
@@ -199,7 +106,9 @@ async fn the_basic_auth_registry_answers_with_credentials_and_refuses_without() 
     docker_login(&registry, &user, &password, None).await;
     let repository = format!("{registry}/dw-registry-test/{}", unique("basic"));
     let mut images = LocalImages::default();
-    let pushed = images.push(&format!("{repository}:v1"), None).await;
+    let pushed = images
+        .push(&format!("{repository}:v1"), "web", &unique("marker"))
+        .await;
 
     let client = client();
     let repo = with_credentials(access(&repository), &user, &password);
@@ -252,7 +161,9 @@ async fn two_hundred_repositories_are_polled_concurrently_with_two_requests_each
     let tag = unique("run");
     let source = format!("{registry}/dw-registry-test/fleet/source");
     let mut images = LocalImages::default();
-    let digest = images.push(&format!("{source}:{tag}"), None).await;
+    let digest = images
+        .push(&format!("{source}:{tag}"), "web", &unique("marker"))
+        .await;
     let targets: Vec<String> = (0..REPOSITORIES)
         .map(|i| format!("dw-registry-test/fleet/repo-{i:03}"))
         .collect();
@@ -390,11 +301,6 @@ impl Fleet {
             .collect::<Vec<_>>()
             .await;
     }
-}
-
-fn free_port() -> u16 {
-    let listener = StdTcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("an address").port()
 }
 
 // --- The bearer-token flow -----------------------------------------------------------------------
@@ -612,7 +518,12 @@ async fn a_token_auth_registry_is_read_with_one_token_from_its_token_service() {
     let repository = format!("{}/team/app", registry.address);
     let mut images = LocalImages::default();
     let pushed = images
-        .push(&format!("{repository}:v1"), Some(&docker_config))
+        .push_as(
+            &format!("{repository}:v1"),
+            "web",
+            &unique("marker"),
+            Some(&docker_config),
+        )
         .await;
 
     let client = client();
