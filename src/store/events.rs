@@ -318,31 +318,12 @@ async fn count_matching(conn: &mut SqliteConnection, filter: &Filter) -> StoreRe
 impl Store {
     /// Persists one event and returns it with its id.
     pub async fn insert_event(&self, event: &NewEvent, at: DateTime<Utc>) -> StoreResult<Event> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO event_log (ts, severity, source, message, project_id, stage_id, instance_id, details) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(ts(at))
-        .bind(event.severity.as_str())
-        .bind(event.source.as_str())
-        .bind(&event.message)
-        .bind(event.project_id)
-        .bind(event.stage_id)
-        .bind(event.instance_id)
-        .bind(details_json(&event.details))
-        .fetch_one(self.pool())
-        .await?;
-        Ok(Event {
-            id: Some(id),
-            // The stored precision: what a later read of this event returns.
-            ts: parse_ts(TABLE, &ts(at))?,
-            severity: event.severity,
-            source: event.source,
-            message: event.message.clone(),
-            project_id: event.project_id,
-            stage_id: event.stage_id,
-            instance_id: event.instance_id,
-            details: event.details.clone(),
+        let mut stored = self
+            .insert_events_returning(std::slice::from_ref(event), at)
+            .await?;
+        stored.pop().ok_or_else(|| StoreError::Corrupt {
+            table: TABLE,
+            message: "an inserted event came back without its id".into(),
         })
     }
 
