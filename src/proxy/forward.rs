@@ -22,12 +22,12 @@ use tokio_util::sync::CancellationToken;
 use super::ProxyOptions;
 use super::body::{BodyProgress, RequestGuard};
 use super::codec::{
-    self, ClientConnection, ClientFraming, RequestFraming, RequestHead, ResponseFraming, ResponseHead,
-    Upstreamed,
+    self, Checked, ClientConnection, ClientFraming, RequestFraming, RequestHead, ResponseFraming,
+    ResponseHead, TargetForm, Upstreamed,
 };
+use super::connection::{ClientBody, ClientConn};
 use super::headers;
 use super::pages::{self, Page};
-use super::server::{ClientBody, ClientConn};
 use super::upstream::{Connector, Exchange, Outgoing, UpstreamFailure, UpstreamSlot, WorkerPool};
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
@@ -139,28 +139,26 @@ impl Forwarder {
     {
         let started = Instant::now();
         let answer = Answer::for_request(&head);
-        let (framing, answer) = match head.body_framing() {
-            // A length alongside a transfer coding: served, but the connection closes after.
-            Ok((framing, true)) => (framing, answer.closing()),
-            Ok((framing, false)) => (framing, answer),
-            Err(_) => return answer.closing().page(conn, pages::malformed()).await,
+        let checked = match codec::check_request(&head) {
+            Ok(checked) => checked,
+            Err(refusal) => {
+                self.metrics.proxy.unmatched_requests.inc();
+                tracing::debug!(rule = refusal.rule, "a request was refused");
+                // The body, if any, is in the way of the next request: close.
+                return answer.closing().page(conn, pages::refused(refusal.status)).await;
+            }
         };
+        let framing = checked.framing;
+        let host = checked.host;
         // A page sent before the body was read leaves that body in the way of the next request.
         let page_answer = match framing {
             RequestFraming::None => answer,
             _ => answer.closing(),
         };
-        if head.method == Method::CONNECT {
-            self.metrics.proxy.unmatched_requests.inc();
-            return page_answer
-                .closing()
-                .page(conn, pages::method_not_allowed())
-                .await;
-        }
-        let Some(host) = headers::request_host(&head) else {
+        if host.is_empty() {
             self.metrics.proxy.unmatched_requests.inc();
             return page_answer.page(conn, pages::bad_request()).await;
-        };
+        }
         let Some((route, drain)) = self.route_for(host) else {
             self.metrics.proxy.unmatched_requests.inc();
             return page_answer.page(conn, pages::not_found()).await;
@@ -174,9 +172,7 @@ impl Forwarder {
         }
         let guard = RequestGuard::new(metrics.open(), drain);
         let (status, latency, keep_alive) = self
-            .forward(
-                connection, conn, &head, host, &route, framing, answer, guard, started,
-            )
+            .forward(connection, conn, &head, &checked, &route, answer, guard, started)
             .await;
         metrics.record(status.as_u16(), latency, arrived);
         keep_alive
@@ -219,9 +215,8 @@ impl Forwarder {
         connection: &ConnectionContext,
         conn: &mut ClientConn<I>,
         head: &RequestHead,
-        host: &str,
+        checked: &Checked<'_>,
         route: &Route,
-        framing: RequestFraming,
         mut answer: Answer,
         guard: RequestGuard,
         started: Instant,
@@ -230,7 +225,11 @@ impl Forwarder {
         I: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let upstream = &route.upstream;
-        let target = headers::upstream_target(upstream, head.target());
+        let (host, framing) = (checked.host, checked.framing);
+        let target = match checked.target {
+            TargetForm::Asterisk => "*".into(),
+            TargetForm::Origin | TargetForm::Absolute => headers::upstream_target(upstream, head.target()),
+        };
         let upgrade = head.upgrade();
         // `Expect: 100-continue` is answered here; the body follows the head upstream at once.
         if framing != RequestFraming::None && !head.http10 && head.fields.has_token("expect", "100-continue")
@@ -256,6 +255,7 @@ impl Forwarder {
                 forwarded_host: host.as_bytes(),
                 framing,
                 upgrade,
+                underscores: upstream.underscores_in_headers,
             },
         );
         let progress = BodyProgress::default();

@@ -1,5 +1,4 @@
-//! Where a request goes, as pure functions over its head: the host it is for (the authority of
-//! an absolute-form target wins over `Host`, RFC 9112 §3.2.2), the upstream's `Host` when the
+//! Where a request goes, as pure functions over its target: the upstream's `Host` when the
 //! client's is not preserved, and the target sent upstream with a standalone proxy's path
 //! prefix joined in. The fields themselves are rewritten by [`super::codec`] as the head is
 //! written out.
@@ -9,7 +8,6 @@
 
 use std::borrow::Cow;
 
-use super::codec::RequestHead;
 use crate::routes::Upstream;
 
 /// The target's scheme and authority when it is in absolute form (`http://host:port/path`).
@@ -24,17 +22,6 @@ fn absolute_form(target: &str) -> Option<(&str, &str)> {
     }
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     Some(rest.split_at(end))
-}
-
-/// The host a request is for: the authority of an absolute-form target (without userinfo),
-/// else the `Host` field. `None` when neither names one (or it is not text).
-pub fn request_host(head: &RequestHead) -> Option<&str> {
-    if let Some((authority, _)) = absolute_form(head.target()) {
-        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-        return (!host.is_empty()).then_some(host);
-    }
-    let host = std::str::from_utf8(head.fields.get("host")?).ok()?.trim();
-    (!host.is_empty()).then_some(host)
 }
 
 /// The path and query of a request target: an origin-form target as it is, the rest of an
@@ -87,10 +74,7 @@ pub fn upstream_target<'a>(upstream: &Upstream, target: &'a str) -> Cow<'a, str>
 
 #[cfg(test)]
 mod tests {
-    use bytes::BytesMut;
-
     use super::*;
-    use crate::proxy::codec::parse_request_head;
 
     fn upstream(scheme: &str, authority: &str, base_path: &str) -> Upstream {
         Upstream {
@@ -98,23 +82,8 @@ mod tests {
             authority: authority.into(),
             base_path: base_path.into(),
             preserve_host: false,
+            underscores_in_headers: false,
         }
-    }
-
-    fn head(raw: &str) -> RequestHead {
-        parse_request_head(&mut BytesMut::from(raw), 4096)
-            .unwrap()
-            .unwrap()
-    }
-
-    #[test]
-    fn the_host_comes_from_an_absolute_target_before_the_host_field() {
-        let absolute = head("GET http://user@other.test:8000/x HTTP/1.1\r\nHost: routed.test\r\n\r\n");
-        assert_eq!(request_host(&absolute), Some("other.test:8000"));
-        let origin = head("GET /x HTTP/1.1\r\nHost: routed.test\r\n\r\n");
-        assert_eq!(request_host(&origin), Some("routed.test"));
-        assert_eq!(request_host(&head("GET /x HTTP/1.1\r\n\r\n")), None);
-        assert_eq!(request_host(&head("GET /x HTTP/1.1\r\nHost: \r\n\r\n")), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   graceful shutdown.
 //! - [`server`]: one client connection — request heads within the header timeout and size
 //!   limit, keep-alive and pipelining, request bodies read as the upstream takes them.
+//! - [`connection`]: a client connection's socket and buffers, and request bodies read out of it.
 //! - [`forward`]: one request — route look-up, the head written on, the exchange upstream,
 //!   the answer streamed back, timeouts, WebSocket/`Upgrade` tunnels, drain guards and metrics.
 //! - [`codec`]: the HTTP/1.1 wire format of both sides on `httparse` — heads parsed in place
@@ -24,6 +25,7 @@
 
 mod body;
 mod codec;
+mod connection;
 mod forward;
 mod headers;
 mod listener;
@@ -37,6 +39,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+/// What the proxy makes of a client's first request, as a pure function of its bytes: the
+/// surface the differential fuzz target (`fuzz/`) and its stable proptest hold against a
+/// reference parser.
+pub use codec::{RequestVerdict, frame_request};
 pub use listener::{ListenerKind, serve};
 
 use crate::clock::SharedClock;

@@ -1,7 +1,6 @@
 //! The small HTML pages the proxy answers itself with: unknown host (404), upstream refused or
 //! broke off (502), upstream timed out (504), a request that cannot be read or routed (400,
-//! 405, 431), and
-//! the HTTP→HTTPS redirect (308). They are static text — nothing from the request is echoed, so
+//! 405, 431, 501), and the HTTP→HTTPS redirect (308). They are static text — nothing from the request is echoed, so
 //! nothing a client sends can end up in the page.
 
 use http::StatusCode;
@@ -122,6 +121,28 @@ pub fn method_not_allowed() -> Page {
     );
     page.field = Some(("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS".into()));
     page
+}
+
+/// The request uses a transfer coding the proxy cannot decode (RFC 9112 §6.1).
+pub fn not_implemented() -> Page {
+    page(
+        StatusCode::NOT_IMPLEMENTED,
+        page!(
+            "501",
+            "Not Implemented",
+            "The request's transfer coding is not supported."
+        ),
+    )
+}
+
+/// The page for a request refused before routing, by its status.
+pub fn refused(status: StatusCode) -> Page {
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => method_not_allowed(),
+        StatusCode::NOT_IMPLEMENTED => not_implemented(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => header_too_large(),
+        _ => malformed(),
+    }
 }
 
 /// The upstream refused the connection, could not be reached, or broke off the exchange.

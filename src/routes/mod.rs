@@ -44,6 +44,9 @@ pub struct Upstream {
     pub base_path: String,
     /// Send the client's `Host` instead of the upstream's.
     pub preserve_host: bool,
+    /// Forward request fields whose names hold `_`; by default the proxy drops them, as nginx
+    /// does, since many applications read `X_Foo` and `X-Foo` as the same field.
+    pub underscores_in_headers: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,6 +268,7 @@ pub async fn build_routes(store: &Store, settings: &LiveSettings) -> StoreResult
                 authority: format!("127.0.0.1:{port}"),
                 base_path: String::new(),
                 preserve_host: true,
+                underscores_in_headers: false,
             },
         });
     }
@@ -288,6 +292,7 @@ pub async fn build_routes(store: &Store, settings: &LiveSettings) -> StoreResult
                 authority,
                 base_path: url.path().trim_end_matches('/').to_owned(),
                 preserve_host: proxy.preserve_host,
+                underscores_in_headers: false,
             },
         });
     }
@@ -307,6 +312,7 @@ mod tests {
                 authority: "127.0.0.1:1".into(),
                 base_path: String::new(),
                 preserve_host: false,
+                underscores_in_headers: false,
             },
         }
     }

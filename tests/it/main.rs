@@ -15,6 +15,7 @@ mod poll;
 mod projects;
 mod proxies;
 mod proxy;
+mod proxy_wire;
 mod registry;
 mod settings;
 mod stages;
