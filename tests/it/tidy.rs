@@ -429,11 +429,7 @@ fn inline_module_depths(code: &str) -> Vec<usize> {
                 braces.push(is_mod);
                 depth += usize::from(is_mod);
             }
-            '}' => {
-                if braces.pop() == Some(true) {
-                    depth -= 1;
-                }
-            }
+            '}' if braces.pop() == Some(true) => depth -= 1,
             _ => {}
         }
         for d in &mut depths[i..i + c.len_utf8()] {

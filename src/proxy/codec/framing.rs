@@ -104,7 +104,7 @@ pub struct Checked<'a> {
 /// Holds a request head to RFC 9112 and to what nginx refuses, before it is routed:
 ///
 /// - §3.2: the target is origin-form, absolute-form (`http`/`https`, no userinfo) or `*` for
-///   `OPTIONS` — printable ASCII only; `CONNECT`'s authority-form is refused with `405` (this is
+///   `OPTIONS`, of RFC 3986's characters only; `CONNECT`'s authority-form is refused with `405` (this is
 ///   no forward proxy).
 /// - §3.2: an HTTP/1.1 request has exactly one `Host`, a valid `uri-host [":" port]`; more than
 ///   one is refused in HTTP/1.0 too.
@@ -120,8 +120,10 @@ pub fn check_request(head: &RequestHead) -> Result<Checked<'_>, Refusal> {
         });
     }
     let raw_target = head.target_bytes();
-    if raw_target.is_empty() || !raw_target.iter().all(|b| (0x21..0x7f).contains(b)) {
-        return Err(bad("RFC 9112 §3.2: the request target is printable ASCII"));
+    if raw_target.is_empty() || !raw_target.iter().all(|b| is_uri_byte(*b)) {
+        return Err(bad(
+            "RFC 9112 §3.2: the request target is a URI reference (RFC 3986 characters)",
+        ));
     }
     let target = head.target();
     let (form, authority) = if target.starts_with('/') {
@@ -220,6 +222,13 @@ fn request_framing(head: &RequestHead) -> Result<RequestFraming, Refusal> {
         0 => RequestFraming::None,
         n => RequestFraming::Length(n),
     })
+}
+
+/// The characters of a request target (RFC 3986 §2): unreserved, reserved but `#` (a target
+/// has no fragment), and `%` of percent-encodings. Not `"<>\^`{|}` nor spaces or controls,
+/// which some servers let through unencoded and others refuse.
+fn is_uri_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~:/?[]@!$&'()*+,;=%".contains(&b)
 }
 
 /// `uri-host [ ":" port ]` (RFC 3986 §3.2.2–§3.2.3): a reg-name of unreserved, sub-delims and
