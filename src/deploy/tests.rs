@@ -11,10 +11,13 @@ use futures::stream::BoxStream;
 
 use super::*;
 use crate::clock::SystemClock;
+use crate::docker::DockerError;
 use crate::docker::engine::{
-    ContainerDetails, ContainerState, ContainerSummary, EngineEvent, HealthState, LogLine, LogStream,
+    ContainerDetails, ContainerEngine, ContainerState, ContainerSummary, CreateContainer, EngineEvent,
+    HealthState, LogLine, LogStream, PullAuth, labels,
 };
 use crate::domain::event::{EventQuery, Severity};
+use crate::domain::instance::{DeploymentStatus, InstanceStatus};
 use crate::domain::stage::{ContainerSpec, NewStage};
 use crate::domain::tag_policy::TagPolicy;
 use crate::registry::RegistryClientConfig;
@@ -481,8 +484,8 @@ async fn a_rollback_restarts_the_previous_instance_or_recreates_it() {
     let err = h.deployer.rollback(stage.id, None).await.unwrap_err();
     assert!(
         matches!(
-            err.downcast_ref::<DeployError>(),
-            Some(DeployError::NothingToRollBack(_))
+            &err,
+            DeployError::Conflict(ConflictReason::NothingToRollBack { .. })
         ),
         "{err:#}"
     );
@@ -597,8 +600,8 @@ async fn syncing_a_single_stage_per_tag_is_refused() {
         .await
         .unwrap_err();
     assert!(matches!(
-        err.downcast_ref::<DeployError>(),
-        Some(DeployError::Conflict(_))
+        err,
+        DeployError::Conflict(ConflictReason::NotPerTag { .. })
     ));
 }
 
@@ -611,8 +614,8 @@ async fn instance_actions_stop_start_and_remove_with_the_current_one_protected()
         .unwrap();
     let err = h.deployer.remove_instance(id, Some("bob")).await.unwrap_err();
     assert!(matches!(
-        err.downcast_ref::<DeployError>(),
-        Some(DeployError::Conflict(_))
+        err,
+        DeployError::Conflict(ConflictReason::InstanceRouted { .. })
     ));
 
     let stopped = h.deployer.stop_instance(id, Some("bob")).await.unwrap();
@@ -632,10 +635,7 @@ async fn instance_actions_stop_start_and_remove_with_the_current_one_protected()
     ));
     assert_eq!(h.current(&stage).await, None);
     let err = h.deployer.stop_instance(id, None).await.unwrap_err();
-    assert_eq!(
-        err.downcast_ref::<DeployError>(),
-        Some(&DeployError::InstanceNotFound(id))
-    );
+    assert!(matches!(err, DeployError::NotFound(Missing::Instance(i)) if i == id));
 }
 
 #[tokio::test]
@@ -649,8 +649,8 @@ async fn starting_an_instance_whose_container_is_gone_marks_it_missing() {
     h.engine.forget(&h.instance(id).await.container_id.unwrap());
     let err = h.deployer.start_instance(id, None).await.unwrap_err();
     assert!(matches!(
-        err.downcast_ref::<DeployError>(),
-        Some(DeployError::Conflict(_))
+        err,
+        DeployError::Conflict(ConflictReason::ContainerGone(_))
     ));
     assert_eq!(h.instance(id).await.status, InstanceStatus::Missing);
 }
@@ -725,11 +725,10 @@ async fn claim_like_the_stale_cleanup(store: &Store, id: i64, status: InstanceSt
     );
 }
 
-fn assert_being_removed(result: anyhow::Result<impl std::fmt::Debug>, id: i64) {
+fn assert_being_removed(result: DeployResult<impl std::fmt::Debug>, id: i64) {
     let err = result.expect_err("the action is refused");
-    assert_eq!(
-        err.downcast_ref::<DeployError>(),
-        Some(&DeployError::Conflict(format!("instance {id} is being removed"))),
+    assert!(
+        matches!(err, DeployError::Conflict(ConflictReason::InstanceRemoving(i)) if i == id),
         "{err:#}"
     );
 }

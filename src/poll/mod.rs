@@ -747,7 +747,7 @@ impl Poller {
             .deployer
             .repository_access(project)
             .await
-            .map_err(Looked::Internal)?;
+            .map_err(|e| Looked::Internal(e.into()))?;
         let registry = &self.parts().registry;
         let mut tags = match registry.list_tags(&access).await {
             Ok(tags) => tags,

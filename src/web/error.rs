@@ -8,7 +8,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::deploy::{ConflictReason, DeployError, Missing};
+use crate::docker::DockerError;
 use crate::domain::ParseError;
+use crate::registry::RegistryError;
 use crate::store::StoreError;
 
 /// The closed set of error codes clients branch on.
@@ -135,6 +138,79 @@ impl From<StoreError> for WebError {
     }
 }
 
+/// The deploy workflow's failures, variant by variant: a new variant does not compile until it
+/// has its answer here.
+impl From<DeployError> for WebError {
+    fn from(err: DeployError) -> Self {
+        match err {
+            DeployError::NotFound(missing) => {
+                let message = missing.to_string();
+                match missing {
+                    Missing::Stage(_) | Missing::Instance(_) | Missing::Accessory(_) => {
+                        Self::not_found(message)
+                    }
+                    // The registry has no tag the stage's policy would take.
+                    Missing::MatchingTag(_) => Self {
+                        field: Some("tag".into()),
+                        ..Self::not_found(message)
+                    },
+                }
+            }
+            DeployError::Conflict(reason) => {
+                let message = reason.to_string();
+                match reason {
+                    ConflictReason::NothingToRollBack { .. }
+                    | ConflictReason::RollbackPerTag { .. }
+                    | ConflictReason::NotPerTag { .. }
+                    | ConflictReason::InstanceDeploying(_)
+                    | ConflictReason::InstanceRemoving(_)
+                    | ConflictReason::InstanceChanged { .. }
+                    | ConflictReason::NoContainer(_)
+                    | ConflictReason::ContainerGone(_)
+                    | ConflictReason::InstanceRouted { .. } => Self::conflict(None, message),
+                }
+            }
+            DeployError::Registry { context, source } => {
+                registry_error(&source, &format!("{context}: {source}"))
+            }
+            DeployError::Docker { context, source } => docker_error(&source, &format!("{context}: {source}")),
+            DeployError::Internal(e) => Self::internal(e),
+        }
+    }
+}
+
+/// A registry failure while resolving a tag: a missing tag is the client's (404 on `tag`); the
+/// rest is the registry's (503, with `Retry-After` when it asked for one).
+fn registry_error(e: &RegistryError, message: &str) -> WebError {
+    match e {
+        RegistryError::NotFound => WebError {
+            field: Some("tag".into()),
+            ..WebError::not_found(format!("{message}: no such tag in the registry"))
+        },
+        RegistryError::RateLimited { retry_after } => WebError {
+            retry_after: retry_after.map(|d| d.as_secs().max(1)),
+            ..WebError::unavailable(message.to_owned())
+        },
+        RegistryError::Unauthorized { .. }
+        | RegistryError::Unreachable { .. }
+        | RegistryError::Server { .. }
+        | RegistryError::Protocol { .. }
+        | RegistryError::Setup { .. } => WebError::unavailable(message.to_owned()),
+    }
+}
+
+/// An engine failure: unreachable is a 503 (try later); a container the engine no longer has or
+/// a state it refuses is a 409; any other answer of the engine is unexpected (500, logged).
+fn docker_error(e: &DockerError, message: &str) -> WebError {
+    match e {
+        DockerError::Unavailable { .. } | DockerError::Timeout(_) | DockerError::Connect { .. } => {
+            WebError::unavailable(message.to_owned())
+        }
+        DockerError::NotFound | DockerError::Conflict { .. } => WebError::conflict(None, message.to_owned()),
+        DockerError::Engine(_) => WebError::internal(anyhow::anyhow!("{message}")),
+    }
+}
+
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
@@ -162,5 +238,62 @@ pub trait FieldResult<T> {
 impl<T> FieldResult<T> for Result<T, ParseError> {
     fn field(self, field: &str) -> WebResult<T> {
         self.map_err(|e| WebError::field(field, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deploy_workflow_failures_map_to_statuses() {
+        let status = |e: DeployError| WebError::from(e).status;
+        assert_eq!(status(Missing::Stage(1).into()), StatusCode::NOT_FOUND);
+        assert_eq!(
+            status(ConflictReason::NothingToRollBack { stage: "prod".into() }.into()),
+            StatusCode::CONFLICT
+        );
+        let err = WebError::from(DeployError::from(Missing::MatchingTag("semver:^9".into())));
+        assert_eq!(
+            (err.status, err.field.as_deref()),
+            (StatusCode::NOT_FOUND, Some("tag"))
+        );
+        let err = WebError::from(DeployError::registry("resolving x:v9", RegistryError::NotFound));
+        assert_eq!(
+            (err.status, err.field.as_deref()),
+            (StatusCode::NOT_FOUND, Some("tag"))
+        );
+        let down = DeployError::registry(
+            "resolving x:v9",
+            RegistryError::Unreachable {
+                message: "refused".into(),
+            },
+        );
+        assert_eq!(status(down), StatusCode::SERVICE_UNAVAILABLE);
+        let limited = WebError::from(DeployError::registry(
+            "listing",
+            RegistryError::RateLimited {
+                retry_after: Some(std::time::Duration::from_secs(7)),
+            },
+        ));
+        assert_eq!(
+            (limited.status, limited.retry_after),
+            (StatusCode::SERVICE_UNAVAILABLE, Some(7))
+        );
+        let engine_down = DeployError::docker(
+            "starting the container",
+            DockerError::Unavailable {
+                message: "no socket".into(),
+            },
+        );
+        assert_eq!(status(engine_down), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            status(DeployError::docker("stopping", DockerError::NotFound)),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(DeployError::Internal(anyhow::anyhow!("disk full"))),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

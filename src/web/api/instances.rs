@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 
 use super::deployments::{in_range, positive_id, present};
 use super::projects::not_found_as;
-use super::stage_actions::{deploy_error, run_to_completion};
+use super::stage_actions::run_to_completion;
 use crate::docker::DockerError;
 use crate::docker::engine::LogStream;
 use crate::domain::instance::{Instance, InstanceFilter, InstanceStatus};
@@ -243,8 +243,7 @@ async fn act(state: AppState, user: Member, id: i64, action: Action) -> WebResul
             Action::Restart => deployer.restart_instance(id, actor).await,
         }
     })
-    .await?
-    .map_err(deploy_error)?;
+    .await??;
     respond(&state, &instance).await
 }
 
@@ -358,9 +357,7 @@ pub(crate) async fn instance_delete(
 ) -> WebResult<StatusCode> {
     let deployer = state.deployer.clone();
     let actor = user.user().username.to_string();
-    run_to_completion(async move { deployer.remove_instance(id, Some(&actor)).await })
-        .await?
-        .map_err(deploy_error)?;
+    run_to_completion(async move { deployer.remove_instance(id, Some(&actor)).await }).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -28,12 +28,10 @@ use utoipa_axum::routes;
 
 use super::deployments::DeploymentResponse;
 use super::projects::not_found_as;
-use crate::deploy::{DeployError, DeployOutcome, DeployRequest};
-use crate::docker::DockerError;
+use crate::deploy::{DeployOutcome, DeployRequest};
 use crate::domain::image_ref::is_valid_tag;
 use crate::domain::instance::{DeploymentStatus, Trigger};
 use crate::domain::tag_policy::PolicyMode;
-use crate::registry::RegistryError;
 use crate::web::auth::Member;
 use crate::web::error::{ErrorBody, WebError, WebResult};
 use crate::web::extract::parse_json;
@@ -64,50 +62,6 @@ pub(super) async fn run_to_completion<T: Send + 'static>(
     tokio::spawn(work)
         .await
         .map_err(|e| WebError::internal(anyhow::anyhow!("the deploy task failed: {e}")))
-}
-
-/// Maps a workflow error onto the API's answer: the deployer's own failures, the registry's,
-/// the engine's; anything else is a 500.
-pub(super) fn deploy_error(err: anyhow::Error) -> WebError {
-    if let Some(e) = err.downcast_ref::<DeployError>() {
-        return match e {
-            DeployError::StageNotFound(_) | DeployError::InstanceNotFound(_) => {
-                WebError::not_found(e.to_string())
-            }
-            DeployError::NothingToRollBack(_) | DeployError::Conflict(_) => {
-                WebError::conflict(None, e.to_string())
-            }
-            DeployError::NoMatchingTag(_) => WebError {
-                field: Some("tag".into()),
-                ..WebError::not_found(e.to_string())
-            },
-        };
-    }
-    if let Some(e) = err.downcast_ref::<RegistryError>() {
-        return registry_error(e, &format!("{err:#}"));
-    }
-    if let Some(e) = err.downcast_ref::<DockerError>()
-        && e.is_unavailable()
-    {
-        return WebError::unavailable(format!("{err:#}"));
-    }
-    WebError::internal(err)
-}
-
-/// A registry failure while resolving a tag: a missing tag is the client's (404 on `tag`); the
-/// rest is the registry's (503, with `Retry-After` when it asked for one).
-fn registry_error(e: &RegistryError, message: &str) -> WebError {
-    match e {
-        RegistryError::NotFound => WebError {
-            field: Some("tag".into()),
-            ..WebError::not_found(format!("{message}: no such tag in the registry"))
-        },
-        RegistryError::RateLimited { retry_after } => WebError {
-            retry_after: retry_after.map(|d| d.as_secs().max(1)),
-            ..WebError::unavailable(message.to_owned())
-        },
-        _ => WebError::unavailable(message.to_owned()),
-    }
 }
 
 /// Parses the optional body: empty means "no tag"; otherwise JSON, like every other body.
@@ -195,10 +149,7 @@ pub(crate) async fn stage_deploy_post(
                     ),
                 ));
             }
-            let digest = deployer
-                .resolve_digest(&project, &tag)
-                .await
-                .map_err(deploy_error)?;
+            let digest = deployer.resolve_digest(&project, &tag).await?;
             (tag, digest)
         }
         None if per_tag => {
@@ -211,10 +162,7 @@ pub(crate) async fn stage_deploy_post(
                 ),
             ));
         }
-        None => deployer
-            .resolve_policy_target(&stage, &project)
-            .await
-            .map_err(deploy_error)?,
+        None => deployer.resolve_policy_target(&stage, &project).await?,
     };
 
     let deployer = state.deployer.clone();
@@ -224,9 +172,7 @@ pub(crate) async fn stage_deploy_post(
         trigger: Trigger::Manual,
         actor: Some(user.user().username.to_string()),
     };
-    let outcome = run_to_completion(async move { deployer.deploy(id, request).await })
-        .await?
-        .map_err(deploy_error)?;
+    let outcome = run_to_completion(async move { deployer.deploy(id, request).await }).await??;
     match outcome {
         DeployOutcome::Succeeded(d) | DeployOutcome::Failed(d) => {
             Ok((StatusCode::CREATED, Json(DeploymentResponse::from(&d))))
@@ -287,9 +233,7 @@ pub(crate) async fn stage_rollback_post(
 ) -> WebResult<(StatusCode, Json<DeploymentResponse>)> {
     let deployer = state.deployer.clone();
     let actor = Some(user.user().username.to_string());
-    let outcome = run_to_completion(async move { deployer.rollback(id, actor).await })
-        .await?
-        .map_err(deploy_error)?;
+    let outcome = run_to_completion(async move { deployer.rollback(id, actor).await }).await??;
     match outcome {
         DeployOutcome::Succeeded(d) | DeployOutcome::Failed(d) => {
             Ok((StatusCode::CREATED, Json(DeploymentResponse::from(&d))))
@@ -315,28 +259,5 @@ mod tests {
         assert_eq!(err.field.as_deref(), Some("tag"));
         let err = parse_body(&none, &Bytes::from_static(br#"{"tag":"v2"}"#)).unwrap_err();
         assert_eq!(err.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    }
-
-    #[test]
-    fn deployer_and_registry_failures_map_to_statuses() {
-        let status = |e: anyhow::Error| deploy_error(e).status;
-        assert_eq!(
-            status(DeployError::StageNotFound(1).into()),
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            status(DeployError::NothingToRollBack("x".into()).into()),
-            StatusCode::CONFLICT
-        );
-        let missing = anyhow::Error::from(RegistryError::NotFound).context("resolving x:v9");
-        let err = deploy_error(missing);
-        assert_eq!(
-            (err.status, err.field.as_deref()),
-            (StatusCode::NOT_FOUND, Some("tag"))
-        );
-        let down = anyhow::Error::from(RegistryError::Unreachable {
-            message: "refused".into(),
-        });
-        assert_eq!(status(down), StatusCode::SERVICE_UNAVAILABLE);
     }
 }
