@@ -143,6 +143,8 @@ ensure_packages() {
     # The UI's browser tests (tests/it/browser.rs) drive Debian's Chromium through chromedriver.
     package_installed chromium || command -v chromium >/dev/null || missing+=(chromium)
     package_installed chromium-driver || command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    # tests/it/systemd.rs checks dist/docker-watcher.service with systemd-analyze.
+    command -v systemd-analyze >/dev/null || missing+=(systemd)
 
     if ((${#missing[@]} == 0)); then
         log "packages: all present"

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::rate_limit::LoginRateLimiter;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
+use crate::data_dir::DataDirLock;
 use crate::deploy::{Deployer, DeployerDeps, DeployerOptions};
 use crate::docker::DockerEngine;
 use crate::docker::engine::ContainerEngine;
@@ -34,6 +35,9 @@ use crate::web::ui::view::ProxyLinks;
 /// How long startup waits for Docker sync's first attempt (recovery and the first reconcile)
 /// before serving anyway: a hung engine must not keep docker-watcher from starting.
 const FIRST_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The `meta` key of the secret key's check value ([`SecretBox::key_check_value`]).
+pub const KEY_CHECK_META: &str = "secret_key_check";
 
 /// What can be swapped when the app is embedded (tests inject a movable clock).
 #[derive(Debug, Clone)]
@@ -58,6 +62,8 @@ pub struct App {
     state: AppState,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Held while the app runs; released after the store is closed.
+    data_dir_lock: DataDirLock,
     /// The generated bootstrap admin password, when this start created the admin without one.
     pub generated_admin_password: Option<String>,
 }
@@ -67,6 +73,12 @@ impl App {
     pub async fn spawn(config: Config, options: AppOptions) -> anyhow::Result<App> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        anyhow::ensure!(
+            !config.database_is_postgres(),
+            "DOCKER_WATCHER_DATABASE_URL names PostgreSQL, which this version cannot serve from; unset it to use the SQLite store in the data dir"
+        );
+        // Before the store: a second server, or a restore under way, must not share the data.
+        let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
         let clock = options.clock;
         let store = Store::open(&config.data_dir)
             .await
@@ -76,6 +88,12 @@ impl App {
             Some(key) => SecretBox::from_configured(key),
             None => SecretBox::from_key_file(&config.data_dir)?,
         };
+        // A database restored or moved without its key would fail at the first secret it
+        // opens, deep in a deploy; the check value stored on the first start makes it fail here.
+        let key_check = store
+            .meta_get_or_insert(KEY_CHECK_META, &secrets.key_check_value())
+            .await?;
+        secrets.verify_key_check(&key_check)?;
         let webhook_token: Arc<str> = match &config.webhook_token {
             Some(token) => token.as_str().into(),
             None => store
@@ -245,6 +263,7 @@ impl App {
             state,
             shutdown,
             tasks,
+            data_dir_lock,
             generated_admin_password,
         })
     }
@@ -279,6 +298,7 @@ impl App {
         self.tasks.close();
         self.tasks.wait().await;
         self.state.store.close().await;
+        drop(self.data_dir_lock);
     }
 }
 

@@ -61,6 +61,25 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write a consistent copy of the store to FILE, also while the server runs.
+    Backup {
+        /// The backup file to create (never overwritten).
+        file: PathBuf,
+    },
+    /// Replace the data dir's store with a backup (refused while a server runs on it).
+    Restore {
+        /// A file written by `docker-watcher backup`.
+        file: PathBuf,
+        /// Replace an existing store (it is moved aside, not deleted).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Exit 0 when the local server answers /healthz (for container health checks).
+    Healthcheck {
+        /// The URL to ask; default: /healthz on the configured listen address.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +201,10 @@ pub struct Config {
     pub webhook_token: Option<String>,
     /// The reverse proxy's TLS, redirect and timeouts.
     pub proxy: ProxyConfig,
+    /// `DOCKER_WATCHER_DATABASE_URL`: unset (or `sqlite:`) is the SQLite store in the data dir.
+    /// A `postgres://` URL is recognised so that `backup` can point at `pg_dump`; this version
+    /// serves from SQLite only.
+    pub database_url: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -197,6 +220,7 @@ impl std::fmt::Debug for Config {
             .field("admin_password", &redact(&self.admin_password))
             .field("secret_key", &redact(&self.secret_key))
             .field("webhook_token", &redact(&self.webhook_token))
+            .field("database_url", &redact(&self.database_url))
             .finish()
     }
 }
@@ -207,6 +231,8 @@ pub struct SecretEnv {
     pub admin_password: Option<String>,
     pub secret_key: Option<String>,
     pub webhook_token: Option<String>,
+    /// A database URL can carry a password, so it is accepted from the environment only.
+    pub database_url: Option<String>,
 }
 
 impl SecretEnv {
@@ -216,6 +242,7 @@ impl SecretEnv {
             admin_password: var("DOCKER_WATCHER_ADMIN_PASSWORD"),
             secret_key: var("DOCKER_WATCHER_SECRET_KEY"),
             webhook_token: var("DOCKER_WATCHER_WEBHOOK_TOKEN"),
+            database_url: var("DOCKER_WATCHER_DATABASE_URL"),
         }
     }
 }
@@ -243,7 +270,15 @@ impl Config {
             secret_key: None,
             webhook_token: None,
             proxy: ProxyConfig::default(),
+            database_url: None,
         }
+    }
+
+    /// Whether `DOCKER_WATCHER_DATABASE_URL` names a PostgreSQL database.
+    pub fn database_is_postgres(&self) -> bool {
+        self.database_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"))
     }
 
     /// Merges flags/env (already merged by clap), the config file and defaults, and validates.
@@ -290,6 +325,7 @@ impl Config {
             secret_key: secrets.secret_key,
             webhook_token: secrets.webhook_token,
             proxy,
+            database_url: secrets.database_url,
         };
         config.validate()?;
         Ok(config)
@@ -334,6 +370,14 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "DOCKER_WATCHER_WEBHOOK_TOKEN",
                 message: "must be at least 16 characters".into(),
+            });
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite:") || self.database_is_postgres())
+        {
+            return Err(ConfigError::Invalid {
+                key: "DOCKER_WATCHER_DATABASE_URL",
+                message: "must be a postgres:// or sqlite: URL".into(),
             });
         }
         if self.listen == self.proxy_listen && self.listen.port() != 0 {

@@ -17,13 +17,19 @@
 //!   (keeps instance statuses true to Docker: events, reconcile, recovery of interrupted deploys),
 //!   [`stale`] (the stale rule, the scan job with one Docker list call, cleanup).
 //! - On top: [`web`] (the API listener), [`proxy`] (the reverse proxy on its own listeners).
-//! - [`app`]: the composition root; [`admin`]: the offline user and token commands.
+//! - [`app`]: the composition root; [`data_dir`]: the lock a running server holds on its data
+//!   dir; [`admin`]: the offline user and token commands; [`backup`]: online backups and
+//!   restores of the store; [`client`]: the commands that talk to a running server
+//!   (`healthcheck`, `apply`, `export`).
 
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod backup;
+pub mod client;
 pub mod clock;
 pub mod config;
+pub mod data_dir;
 pub mod deploy;
 pub mod docker;
 pub mod domain;

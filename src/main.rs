@@ -1,5 +1,6 @@
 //! The `docker-watcher` binary: parse the command line and configuration, set up logging, and
-//! hand over to the library (`App` for `serve`, `admin` for the user and token commands).
+//! hand over to the library (`App` for `serve`, `admin` for the user and token commands,
+//! `backup` for backup and restore, `client` for the commands that talk to a running server).
 
 use std::process::ExitCode;
 
@@ -17,6 +18,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The health check runs every few seconds in a container: no runtime, no logging set-up.
+    if let Command::Healthcheck { url } = &cli.command {
+        let url = url
+            .clone()
+            .unwrap_or_else(|| docker_watcher::client::health::default_url(config.listen));
+        return match docker_watcher::client::health::check(&url) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("docker-watcher: unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_tracing(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -34,6 +48,21 @@ fn main() -> ExitCode {
             }
             Command::User(command) => docker_watcher::admin::run_user_command(&config, command).await,
             Command::Token(command) => docker_watcher::admin::run_token_command(&config, command).await,
+            Command::Backup { file } => {
+                let report = docker_watcher::backup::backup(&config, &file).await?;
+                println!("backup written: {report}");
+                eprintln!(
+                    "The secrets in it are sealed with this installation's key: keep DOCKER_WATCHER_SECRET_KEY or {} from the data dir as well, stored apart from the backup.",
+                    docker_watcher::secrets::SecretBox::KEY_FILE
+                );
+                Ok(())
+            }
+            Command::Restore { file, force } => {
+                let report = docker_watcher::backup::restore(&config, &file, force).await?;
+                println!("restored {report}");
+                Ok(())
+            }
+            Command::Healthcheck { .. } => unreachable!("answered before the runtime starts"),
         }
     });
     match result {

@@ -15,6 +15,17 @@ use crate::domain::project::SealedSecret;
 
 const NONCE_LEN: usize = 24;
 
+/// What the key check value seals: a known text, so a key can be tested before any secret is.
+const KEY_CHECK_PLAINTEXT: &str = "docker-watcher secret key check";
+
+/// The key in use is not the key the data was sealed with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the secret key does not match this database: its secrets were sealed with another key. \
+     Set DOCKER_WATCHER_SECRET_KEY to that installation's key, or put its secret.key file in the data dir"
+)]
+pub struct KeyMismatch;
+
 /// Seals and opens secrets with the installation's key. Cheap to clone.
 #[derive(Clone)]
 pub struct SecretBox {
@@ -78,6 +89,21 @@ impl SecretBox {
         SealedSecret(sealed)
     }
 
+    /// A value to keep next to sealed data (hex of a sealed known text): whoever opens the data
+    /// later can tell a wrong key at once ([`SecretBox::verify_key_check`]).
+    pub fn key_check_value(&self) -> String {
+        hex::encode(self.seal(KEY_CHECK_PLAINTEXT).0)
+    }
+
+    /// Whether this box's key made `stored` (a [`SecretBox::key_check_value`]).
+    pub fn verify_key_check(&self, stored: &str) -> Result<(), KeyMismatch> {
+        let sealed = hex::decode(stored.trim()).map_err(|_| KeyMismatch)?;
+        match self.open(&SealedSecret(sealed)) {
+            Ok(text) if text == KEY_CHECK_PLAINTEXT => Ok(()),
+            _ => Err(KeyMismatch),
+        }
+    }
+
     /// Opens a sealed secret; fails when it was sealed with another key or tampered with.
     pub fn open(&self, sealed: &SealedSecret) -> anyhow::Result<String> {
         anyhow::ensure!(sealed.0.len() > NONCE_LEN, "sealed secret is too short");
@@ -123,6 +149,16 @@ mod tests {
         assert_ne!(sealed.0, b"registry-password".to_vec());
         assert_eq!(a.open(&sealed).unwrap(), "registry-password");
         assert!(b.open(&sealed).is_err());
+    }
+
+    #[test]
+    fn the_key_check_value_verifies_with_the_same_key_only() {
+        let a = SecretBox::from_configured("correct horse battery staple");
+        let b = SecretBox::from_configured("another key");
+        let check = a.key_check_value();
+        assert_eq!(a.verify_key_check(&check), Ok(()));
+        assert_eq!(b.verify_key_check(&check), Err(KeyMismatch));
+        assert_eq!(a.verify_key_check("not hex"), Err(KeyMismatch));
     }
 
     #[test]

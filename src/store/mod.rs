@@ -16,7 +16,9 @@
 //! - [`proxies`]: standalone proxies.
 //! - [`settings`]: typed settings as key/value JSON.
 //! - [`events`]: the event log.
+//! - [`backup`]: online copies (`VACUUM INTO`) and the checks a restore makes.
 
+pub mod backup;
 pub mod deployments;
 pub mod events;
 pub mod hostnames;

@@ -102,33 +102,12 @@ impl TestApp {
 
     /// Logs in with a username and password; the client then uses the session cookie and CSRF token.
     pub async fn login(&self, username: &str, password: &str) -> ApiClient {
-        let client = reqwest::Client::builder()
-            .cookie_store(true)
-            .build()
-            .expect("a client");
-        let response = client
-            .post(self.url("/api/auth/login"))
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .expect("login request");
-        assert_eq!(response.status(), StatusCode::OK, "login as {username}");
-        let body: Value = response.json().await.expect("login body");
-        let csrf = body["csrf_token"].as_str().expect("csrf_token").to_owned();
-        ApiClient {
-            base_url: self.base_url.clone(),
-            client,
-            auth: Auth::Session { csrf },
-        }
+        login_at(&self.base_url, username, password).await
     }
 
     /// The bootstrap admin, authenticated by an API token.
     pub async fn admin(&self) -> ApiClient {
-        let session = self.login("admin", ADMIN_PASSWORD).await;
-        let (status, body) = session.post("/api/tokens", json!({"name": "tests"})).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        let token = body["token"].as_str().expect("token").to_owned();
-        ApiClient::new(&self.base_url, Auth::Token(token))
+        token_client_at(&self.base_url, "admin", ADMIN_PASSWORD).await
     }
 
     /// A new user with `role`, authenticated by an API token.
@@ -156,6 +135,49 @@ impl TestApp {
             app.stop().await;
         }
     }
+}
+
+/// Logs in to the server at `base_url` (any server: a test app, a container); the client uses
+/// the session cookie and CSRF token.
+pub async fn login_at(base_url: &str, username: &str, password: &str) -> ApiClient {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("a client");
+    let response = client
+        .post(format!("{base_url}/api/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("login request");
+    assert_eq!(response.status(), StatusCode::OK, "login as {username}");
+    let body: Value = response.json().await.expect("login body");
+    let csrf = body["csrf_token"].as_str().expect("csrf_token").to_owned();
+    ApiClient {
+        base_url: base_url.to_owned(),
+        client,
+        auth: Auth::Session { csrf },
+    }
+}
+
+/// Logs in to the server at `base_url` and returns a client with a new API token of that user.
+pub async fn token_client_at(base_url: &str, username: &str, password: &str) -> ApiClient {
+    let (_, client) = new_token_at(base_url, username, password).await;
+    client
+}
+
+/// A new API token of `username` on the server at `base_url`, and a client using it.
+pub async fn new_token_at(base_url: &str, username: &str, password: &str) -> (String, ApiClient) {
+    let session = login_at(base_url, username, password).await;
+    let (status, body) = session
+        .post(
+            "/api/tokens",
+            json!({"name": format!("tests-{}", rand::random::<u32>())}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let token = body["token"].as_str().expect("token").to_owned();
+    (token.clone(), ApiClient::new(base_url, Auth::Token(token)))
 }
 
 #[derive(Debug, Clone)]

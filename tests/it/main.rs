@@ -4,11 +4,13 @@
 //! [`helpers`], the test environment (registries, images, commands) in [`testenv`].
 
 mod auth;
+mod backup;
 mod browser;
 mod deploy;
 mod docker;
 mod events;
 mod helpers;
+mod image;
 mod instances;
 mod ops;
 mod poll;
@@ -23,6 +25,7 @@ mod settings;
 mod stages;
 mod stale;
 mod sync;
+mod systemd;
 mod testenv;
 mod tidy;
 mod ui;

@@ -113,6 +113,13 @@ fn allowed_dependencies() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         "admin",
         BTreeSet::from(["domain", "config", "store", "auth", "clock"]),
     );
+    map.insert("data_dir", BTreeSet::new());
+    map.insert(
+        "backup",
+        BTreeSet::from(["domain", "config", "store", "secrets", "data_dir"]),
+    );
+    // A client of the HTTP API: it knows the API's paths and JSON, never the server's code.
+    map.insert("client", BTreeSet::from(["config"]));
     map
 }
 
