@@ -322,6 +322,7 @@ async fn spawn_proxy(
         response_timeout: settings.response_timeout,
         idle_timeout: settings.idle_timeout,
         client_header_timeout: settings.idle_timeout,
+        client_body_timeout: settings.client_body_timeout,
         ..ProxyOptions::default()
     };
     let proxy = Proxy::new(

@@ -139,6 +139,7 @@ struct FileProxyConfig {
     connect_timeout: Option<HumanDuration>,
     response_timeout: Option<HumanDuration>,
     idle_timeout: Option<HumanDuration>,
+    client_body_timeout: Option<HumanDuration>,
     #[serde(default)]
     tls: Vec<TlsCertificateConfig>,
 }
@@ -170,6 +171,9 @@ pub struct ProxyConfig {
     /// `[proxy] idle_timeout` (default 60s): an upstream silent mid-body, or a client idle
     /// between requests.
     pub idle_timeout: std::time::Duration,
+    /// `[proxy] client_body_timeout` (default 60s): a client silent while sending a request
+    /// body gets `408`.
+    pub client_body_timeout: std::time::Duration,
 }
 
 impl Default for ProxyConfig {
@@ -181,6 +185,7 @@ impl Default for ProxyConfig {
             connect_timeout: std::time::Duration::from_secs(5),
             response_timeout: std::time::Duration::from_secs(60),
             idle_timeout: std::time::Duration::from_secs(60),
+            client_body_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -413,6 +418,9 @@ fn proxy_config(
             .response_timeout
             .map_or(defaults.response_timeout, |d| d.as_std()),
         idle_timeout: file.idle_timeout.map_or(defaults.idle_timeout, |d| d.as_std()),
+        client_body_timeout: file
+            .client_body_timeout
+            .map_or(defaults.client_body_timeout, |d| d.as_std()),
     })
 }
 

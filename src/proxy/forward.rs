@@ -25,10 +25,10 @@ use super::codec::{
     self, Checked, ClientConnection, ClientFraming, RequestFraming, RequestHead, ResponseFraming,
     ResponseHead, TargetForm, Upstreamed,
 };
-use super::connection::{ClientBody, ClientConn};
+use super::connection::{BodyError, BufferPool, ClientBody, ClientConn, ClientIo, RequestBody};
 use super::headers;
 use super::pages::{self, Page};
-use super::upstream::{Connector, Exchange, Outgoing, UpstreamFailure, UpstreamSlot, WorkerPool};
+use super::upstream::{Connector, Exchange, Outgoing, OutgoingBody, UpstreamFailure, WorkerPool};
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::routes::{ConnectionGuard, Route, RouteTable, RouteTarget};
@@ -55,9 +55,11 @@ pub struct Forwarder {
 #[derive(Debug)]
 pub struct ConnectionContext {
     pub forwarder: Arc<Forwarder>,
-    /// The upstream connection this client connection keeps between requests (from the pool
-    /// of the worker thread serving it).
-    pub upstream: Arc<UpstreamSlot>,
+    /// The upstream connections of the worker thread serving this connection: each request
+    /// takes one and gives it back when its response is complete.
+    pub upstream: Arc<WorkerPool>,
+    /// The worker's read and write buffers, held by a connection only while it has data.
+    pub buffers: Arc<BufferPool>,
     /// The client's address, as it goes into `X-Forwarded-For`.
     pub client_ip: String,
     /// `http` or `https`, for `X-Forwarded-Proto`.
@@ -81,6 +83,7 @@ impl FailurePage for UpstreamFailure {
             Self::Timeout => "timeout",
             Self::Broken => "upstream",
             Self::Client => "client",
+            Self::ClientTimeout => "client_timeout",
         }
     }
 
@@ -89,6 +92,7 @@ impl FailurePage for UpstreamFailure {
             Self::Timeout => pages::gateway_timeout(),
             Self::Refused | Self::Broken => pages::bad_gateway(),
             Self::Client => pages::malformed(),
+            Self::ClientTimeout => pages::request_timeout(),
         }
     }
 }
@@ -131,11 +135,11 @@ impl Forwarder {
     pub async fn handle<I>(
         &self,
         connection: &ConnectionContext,
-        conn: &mut ClientConn<I>,
+        conn: &mut ClientConn<'_, I>,
         head: RequestHead,
     ) -> bool
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send,
+        I: ClientIo,
     {
         let started = Instant::now();
         let answer = Answer::for_request(&head);
@@ -213,7 +217,7 @@ impl Forwarder {
     async fn forward<I>(
         &self,
         connection: &ConnectionContext,
-        conn: &mut ClientConn<I>,
+        conn: &mut ClientConn<'_, I>,
         head: &RequestHead,
         checked: &Checked<'_>,
         route: &Route,
@@ -222,7 +226,7 @@ impl Forwarder {
         started: Instant,
     ) -> (StatusCode, Duration, bool)
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send,
+        I: ClientIo,
     {
         let upstream = &route.upstream;
         let (host, framing) = (checked.host, checked.framing);
@@ -231,16 +235,46 @@ impl Forwarder {
             TargetForm::Origin | TargetForm::Absolute => headers::upstream_target(upstream, head.target()),
         };
         let upgrade = head.upgrade();
-        // `Expect: 100-continue` is answered here; the body follows the head upstream at once.
+        // `Expect: 100-continue` is answered here, before the body is read.
         if framing != RequestFraming::None && !head.http10 && head.fields.has_token("expect", "100-continue")
         {
-            conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            conn.out().extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
             if conn.flush_out().await.is_err() {
                 return (StatusCode::BAD_REQUEST, started.elapsed(), false);
             }
         }
-        let mut upstream_head = std::mem::take(&mut conn.upstream_head);
-        upstream_head.clear();
+        // A small body is read whole before an upstream connection is taken: a slow client
+        // ties up no upstream connection while it sends it. A larger one streams.
+        let body = match conn
+            .buffer_body(
+                framing,
+                self.options.request_buffer_bytes,
+                self.options.client_body_timeout,
+            )
+            .await
+        {
+            Ok(body) => body,
+            Err(error) => {
+                let page = match error {
+                    BodyError::TimedOut => pages::request_timeout(),
+                    BodyError::Malformed => pages::malformed(),
+                    BodyError::Io(error) => {
+                        tracing::debug!(%error, "a client broke off in the middle of a request body");
+                        return (StatusCode::BAD_REQUEST, started.elapsed(), false);
+                    }
+                };
+                let status = page.status;
+                answer.closing().page(conn, page).await;
+                return (status, started.elapsed(), false);
+            }
+        };
+        // A buffered body goes upstream with its length, whatever its framing from the client.
+        let upstream_framing = match (&body, framing) {
+            (_, RequestFraming::None) => RequestFraming::None,
+            (RequestBody::Buffered(data), _) => RequestFraming::Length(data.len() as u64),
+            (RequestBody::Streamed { .. }, framing) => framing,
+        };
+        let mut upstream_head = conn.pool().take_write();
         codec::write_upstream_head(
             &mut upstream_head,
             head,
@@ -253,33 +287,54 @@ impl Forwarder {
                 client_ip: connection.client_ip.as_bytes(),
                 proto: connection.proto,
                 forwarded_host: host.as_bytes(),
-                framing,
+                framing: upstream_framing,
                 upgrade,
                 underscores: upstream.underscores_in_headers,
             },
         );
         let progress = BodyProgress::default();
-        let (sent, body_done) = {
-            let mut body = ClientBody::new(conn, framing, &progress);
-            let outgoing = Outgoing {
-                method: &head.method,
-                head: &upstream_head,
-                framing,
-                body: &mut body,
-                max_head_bytes: self.options.max_header_bytes,
-            };
-            let tracked = (framing != RequestFraming::None).then_some(&progress);
-            let sent = self.send(&connection.upstream, upstream, outgoing, tracked).await;
-            (sent, body.is_done())
+        let pool = conn.pool();
+        let (sent, body_done) = match body {
+            RequestBody::Buffered(data) => {
+                let outgoing = Outgoing {
+                    method: &head.method,
+                    head: &upstream_head,
+                    body: OutgoingBody::Buffered(data),
+                    max_head_bytes: self.options.max_header_bytes,
+                    body_timeout: self.options.client_body_timeout,
+                };
+                (
+                    self.send(&connection.upstream, upstream, outgoing, None).await,
+                    true,
+                )
+            }
+            RequestBody::Streamed { read, rest } => {
+                let mut body = ClientBody::new(conn, rest, &progress);
+                let outgoing = Outgoing {
+                    method: &head.method,
+                    head: &upstream_head,
+                    body: OutgoingBody::Streamed {
+                        read,
+                        rest: &mut body,
+                        chunked: upstream_framing == RequestFraming::Chunked,
+                    },
+                    max_head_bytes: self.options.max_header_bytes,
+                    body_timeout: self.options.client_body_timeout,
+                };
+                let sent = self
+                    .send(&connection.upstream, upstream, outgoing, Some(&progress))
+                    .await;
+                (sent, body.is_done())
+            }
         };
-        conn.upstream_head = upstream_head;
+        pool.put_write(upstream_head);
         if !body_done {
             answer = answer.closing();
         }
         let (response, exchange) = match sent {
             Ok(exchange) => exchange,
             Err(failure) => {
-                if failure != UpstreamFailure::Client {
+                if !matches!(failure, UpstreamFailure::Client | UpstreamFailure::ClientTimeout) {
                     self.metrics.proxy.upstream_error(&route.hostname, failure.kind());
                 }
                 let page = failure.page();
@@ -298,7 +353,7 @@ impl Forwarder {
                 return (StatusCode::BAD_GATEWAY, started.elapsed(), keep_alive);
             };
             codec::write_client_head(
-                &mut conn.out,
+                conn.out(),
                 &response,
                 ClientFraming::NoBody,
                 ClientConnection::Upgrade(protocol),
@@ -319,7 +374,7 @@ impl Forwarder {
         if client_framing == ClientFraming::UntilClose {
             answer = answer.closing();
         }
-        codec::write_client_head(&mut conn.out, &response, client_framing, answer.connection());
+        codec::write_client_head(conn.out(), &response, client_framing, answer.connection());
         let latency = started.elapsed();
         let complete = self
             .stream_body(conn, exchange, client_framing, &connection.upstream, guard)
@@ -328,18 +383,19 @@ impl Forwarder {
     }
 
     /// Streams the response body behind its head (already in `conn.out`): small pieces are
-    /// coalesced with it into one write, larger ones go out as they come. An upstream silent for
-    /// the idle timeout mid-body is cut off. True when the whole body went out.
+    /// coalesced with it, larger ones go out with what is pending in one vectored write. An
+    /// upstream silent for the idle timeout mid-body is cut off. The upstream connection goes
+    /// back to the pool as soon as the body is read. True when the whole body went out.
     async fn stream_body<I>(
         &self,
-        conn: &mut ClientConn<I>,
+        conn: &mut ClientConn<'_, I>,
         mut exchange: Exchange,
         framing: ClientFraming,
-        slot: &UpstreamSlot,
+        pool: &WorkerPool,
         _guard: RequestGuard,
     ) -> bool
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send,
+        I: ClientIo,
     {
         let chunked = framing == ClientFraming::Chunked;
         loop {
@@ -363,15 +419,15 @@ impl Forwarder {
             match next {
                 Some(Ok(data)) => {
                     if chunked {
-                        codec::chunk_header(&mut conn.out, data.len());
+                        codec::chunk_header(conn.out(), data.len());
                     }
                     if data.len() <= COALESCE_BYTES {
-                        conn.out.extend_from_slice(&data);
-                    } else if conn.write(&data).await.is_err() {
+                        conn.out().extend_from_slice(&data);
+                    } else if conn.write_with_out(&data).await.is_err() {
                         return false;
                     }
                     if chunked {
-                        conn.out.extend_from_slice(b"\r\n");
+                        conn.out().extend_from_slice(b"\r\n");
                     }
                     if conn.out.len() >= 4 * COALESCE_BYTES && conn.flush_out().await.is_err() {
                         return false;
@@ -379,10 +435,10 @@ impl Forwarder {
                 }
                 None => {
                     if chunked {
-                        conn.out.extend_from_slice(codec::LAST_CHUNK);
+                        conn.out().extend_from_slice(codec::LAST_CHUNK);
                     }
                     if let Some(connection) = exchange.into_reusable() {
-                        slot.release(connection);
+                        pool.put(connection);
                     }
                     return conn.flush_out().await.is_ok();
                 }
@@ -400,13 +456,13 @@ impl Forwarder {
     /// is not cut while it still flows.
     async fn send(
         &self,
-        slot: &UpstreamSlot,
+        pool: &WorkerPool,
         upstream: &crate::routes::Upstream,
         outgoing: Outgoing<'_>,
         progress: Option<&BodyProgress>,
     ) -> Result<(ResponseHead, Exchange), UpstreamFailure> {
         let timeout = self.options.response_timeout;
-        let response = slot.send(upstream.scheme == "https", &upstream.authority, outgoing);
+        let response = pool.send(upstream.scheme == "https", &upstream.authority, outgoing);
         tokio::pin!(response);
         let mut deadline = Instant::now() + timeout;
         loop {
@@ -422,13 +478,13 @@ impl Forwarder {
 
     /// Joins the client connection (the `101` head waiting in its buffer) to the upstream's
     /// until both are done; the guard lives as long as the tunnel.
-    async fn tunnel<I>(&self, conn: &mut ClientConn<I>, exchange: Exchange, _guard: RequestGuard)
+    async fn tunnel<I>(&self, conn: &mut ClientConn<'_, I>, exchange: Exchange, _guard: RequestGuard)
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send,
+        I: ClientIo,
     {
         let (mut upstream, early) = exchange.into_tunnel();
         // What the upstream sent right behind its `101` head goes first, after the head.
-        conn.out.extend_from_slice(&early);
+        conn.out().extend_from_slice(&early);
         if conn.flush_out().await.is_err() {
             return;
         }
@@ -476,11 +532,11 @@ impl Answer {
     }
 
     /// Answers with `page`; whether the connection stays open.
-    async fn page<I>(self, conn: &mut ClientConn<I>, page: Page) -> bool
+    async fn page<I>(self, conn: &mut ClientConn<'_, I>, page: Page) -> bool
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send,
+        I: ClientIo,
     {
-        page.write(&mut conn.out, self.head_only, self.connection());
+        page.write(conn.out(), self.head_only, self.connection());
         conn.flush_out().await.is_ok() && self.keep_alive
     }
 }

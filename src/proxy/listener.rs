@@ -17,9 +17,13 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use super::Proxy;
+use super::connection::BufferPool;
 use super::forward::{ConnectionContext, Forwarder};
 use super::server;
-use super::upstream::UpstreamSlot;
+
+/// Read and write buffers each worker keeps for its connections to take; beyond these, a
+/// buffer given back is freed.
+const BUFFERS_KEPT: usize = 256;
 
 /// How long a client has to complete a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -160,6 +164,7 @@ async fn run_worker(
 ) {
     let shutdown = forwarder.shutdown.clone();
     let pool = Arc::new(forwarder.worker_pool());
+    let buffers = Arc::new(BufferPool::new(BUFFERS_KEPT));
     // Idle upstream connections nobody took back are closed after the pool's idle timeout.
     let sweeper = {
         let pool = pool.clone();
@@ -192,7 +197,8 @@ async fn run_worker(
         };
         let context = Arc::new(ConnectionContext {
             forwarder: forwarder.clone(),
-            upstream: Arc::new(UpstreamSlot::new(pool.clone())),
+            upstream: pool.clone(),
+            buffers: buffers.clone(),
             client_ip: client_ip(peer),
             proto: match kind {
                 ListenerKind::Http { .. } => "http",
@@ -248,7 +254,7 @@ async fn serve_stream(
 
 async fn serve_io<I>(io: I, context: Arc<ConnectionContext>, mut closed: Closed)
 where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: super::connection::ClientIo + 'static,
 {
     server::serve_connection(io, context, &mut closed.signal).await;
 }

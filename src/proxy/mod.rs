@@ -62,6 +62,13 @@ pub struct ProxyOptions {
     /// A client gets this long to send a request's headers, which also closes keep-alive
     /// connections idle for that long.
     pub client_header_timeout: Duration,
+    /// A client gets this long for each read of a request body (nginx's
+    /// `client_body_timeout`); past it the request gets `408`.
+    pub client_body_timeout: Duration,
+    /// Request bodies up to this size are read whole before an upstream connection is taken
+    /// (nginx's `proxy_request_buffering`), so a slow client holds no upstream connection;
+    /// larger ones stream.
+    pub request_buffer_bytes: usize,
     /// The request line and headers together; larger requests get `431`.
     pub max_header_bytes: usize,
     /// Idle keep-alive connections to an upstream are closed after this long (shorter than
@@ -82,6 +89,8 @@ impl Default for ProxyOptions {
             response_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            request_buffer_bytes: 64 * 1024,
             max_header_bytes: 64 * 1024,
             pool_idle_timeout: Duration::from_secs(30),
             pool_max_idle_per_upstream: 256,

@@ -1,6 +1,6 @@
 //! The small HTML pages the proxy answers itself with: unknown host (404), upstream refused or
 //! broke off (502), upstream timed out (504), a request that cannot be read or routed (400,
-//! 405, 431, 501), and the HTTP→HTTPS redirect (308). They are static text — nothing from the request is echoed, so
+//! 405, 431, 501), a request body too slow to arrive (408), and the HTTP→HTTPS redirect (308). They are static text — nothing from the request is echoed, so
 //! nothing a client sends can end up in the page.
 
 use http::StatusCode;
@@ -121,6 +121,18 @@ pub fn method_not_allowed() -> Page {
     );
     page.field = Some(("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS".into()));
     page
+}
+
+/// The client was too slow sending its request body.
+pub fn request_timeout() -> Page {
+    page(
+        StatusCode::REQUEST_TIMEOUT,
+        page!(
+            "408",
+            "Request Timeout",
+            "The request body did not arrive in time."
+        ),
+    )
 }
 
 /// The request uses a transfer coding the proxy cannot decode (RFC 9112 §6.1).

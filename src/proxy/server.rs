@@ -6,22 +6,25 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use super::codec;
-use super::connection::{ClientConn, ReadError};
+use super::connection::{ClientConn, ClientIo, ReadError};
 use super::forward::ConnectionContext;
 use super::pages;
 
 /// Serves one client connection until it closes, a side wants it closed, or `shutdown` fires.
 pub async fn serve_connection<I>(io: I, context: Arc<ConnectionContext>, shutdown: &mut oneshot::Receiver<()>)
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send,
+    I: ClientIo,
 {
     let options = &context.forwarder.options;
-    let mut conn = ClientConn::new(io);
+    let mut conn = ClientConn::new(io, &context.buffers);
     loop {
+        // Between requests the connection holds no buffer: an idle keep-alive client costs
+        // its socket and this task, about a kilobyte.
+        conn.release_buffers();
         let read = tokio::select! {
             biased;
             _ = &mut *shutdown => return,
@@ -45,8 +48,9 @@ where
             }
         };
         let keep_alive = {
-            let handling = context.forwarder.handle(&context, &mut conn, head);
-            tokio::pin!(handling);
+            // Boxed: the request's state machine is allocated while a request is in flight,
+            // not kept in every idle connection's task.
+            let mut handling = Box::pin(context.forwarder.handle(&context, &mut conn, head));
             tokio::select! {
                 biased;
                 keep_alive = &mut handling => keep_alive,
@@ -66,11 +70,11 @@ where
 }
 
 /// Answers a request that could not be read with `page`, and closes.
-async fn refuse<I>(conn: &mut ClientConn<I>, page: pages::Page)
+async fn refuse<I>(conn: &mut ClientConn<'_, I>, page: pages::Page)
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send,
+    I: ClientIo,
 {
-    page.write(&mut conn.out, false, codec::ClientConnection::Close);
+    page.write(conn.out(), false, codec::ClientConnection::Close);
     let _ = conn.flush_out().await;
     let _ = conn.io.shutdown().await;
 }

@@ -1,20 +1,20 @@
-//! Keep-alive HTTP/1.1 connections to upstreams, kept next to the client connection that uses
-//! them, and the exchange of one request and response on such a connection.
+//! Keep-alive HTTP/1.1 connections to upstreams, pooled per worker thread, and the exchange of
+//! one request and response on such a connection.
 //!
 //! A general-purpose pooled client (hyper-util's) runs every upstream connection as a task of
-//! its own and hands each request to it through channels, with a shared pool map in between;
-//! hyper's bare client connection still puts a channel, a oneshot and a body channel between a
-//! request and its socket. For a proxy that is most of its cost per request. Here a client
-//! connection keeps the upstream connection it last used in its [`UpstreamSlot`] and talks to
-//! it directly with [`super::codec`]: the request head goes out in one write, the response head
-//! is parsed out of the read buffer, and the body is read by the response body itself, on the
-//! same task — no task switch, no channel, no pool look-up. When the client connection closes,
-//! its upstream connection goes to the worker's [`WorkerPool`] for the next client.
+//! its own and hands each request to it through channels; for a proxy that is most of its cost
+//! per request. Here a request takes a connection out of its worker's [`WorkerPool`] (or opens
+//! one), talks to it directly with [`super::codec`] on its own task — the head and a buffered
+//! body in one vectored write, the response head parsed out of the read buffer, the body read
+//! by the response body itself — and gives it back the moment the response is complete. So a
+//! connection belongs to the pool, not to a client: an idle client holds none, and a new
+//! client's first request reuses the connection the previous one gave back.
 //!
 //! Idle connections are not polled; before one is reused it is polled once, so a connection
 //! the upstream closed meanwhile is noticed and replaced. A request that a reused connection
 //! could not deliver — its head did not go out, or the connection closed before a byte of the
-//! answer came back and no byte of the request body was used — is retried once on a fresh one.
+//! answer came back and the request can be repeated (idempotent, and its body buffered or
+//! absent) — is tried once more on a fresh one.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -33,10 +33,13 @@ use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
 use super::body::RequestSource;
-use super::codec::{self, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming, ResponseHead};
+use super::codec::{self, ChunkedDecoder, Decoded, ResponseFraming, ResponseHead};
 
 /// Room made in a connection's read buffer before each read.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Room made for a large response body still to come: fewer, larger reads.
+const LARGE_READ: usize = 64 * 1024;
 
 /// Why an upstream could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,16 +52,32 @@ pub enum UpstreamFailure {
     Broken,
     /// Not the upstream's fault: the client broke off or garbled its request body (400).
     Client,
+    /// The client was too slow sending its request body (408).
+    ClientTimeout,
 }
 
-/// One request for [`UpstreamSlot::send`]: its head already encoded, and its body.
+/// One request for [`WorkerPool::send`]: its head already encoded, and its body.
 pub struct Outgoing<'a> {
     pub method: &'a Method,
     pub head: &'a [u8],
-    pub framing: RequestFraming,
-    pub body: &'a mut dyn RequestSource,
+    pub body: OutgoingBody<'a>,
     /// The response head may not be larger than this.
     pub max_head_bytes: usize,
+    /// The client gets this long for each piece of a streamed body.
+    pub body_timeout: Duration,
+}
+
+/// A request body on its way upstream.
+pub enum OutgoingBody<'a> {
+    /// All of it (possibly empty), read before the connection was taken: written with the head.
+    Buffered(Bytes),
+    /// Too large to buffer: what was read (written with the head), then the rest as the client
+    /// sends it — as chunks when `chunked`, else as the length the head announced.
+    Streamed {
+        read: Bytes,
+        rest: &'a mut dyn RequestSource,
+        chunked: bool,
+    },
 }
 
 /// An exchange that failed, and whether it may be tried again on a fresh connection.
@@ -86,10 +105,6 @@ impl std::fmt::Debug for UpstreamConnection {
 }
 
 impl UpstreamConnection {
-    fn serves(&self, https: bool, authority: &str) -> bool {
-        self.https == https && &*self.authority == authority
-    }
-
     /// Whether an idle connection can take a request: one poll of its socket, which must have
     /// nothing to say — the upstream closing it, or sending unasked, rules it out.
     fn is_reusable(&mut self) -> bool {
@@ -105,16 +120,18 @@ impl UpstreamConnection {
         )
     }
 
-    /// Reads what the upstream has into the buffer; `Ok(0)` at its end.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
+    /// Reads what the upstream has into the buffer, with room for `want` bytes (more when a
+    /// large body is coming: fewer reads); `Ok(0)` at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < want.min(READ_CHUNK) / 4 {
+            self.buf.reserve(want);
         }
         poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
-    /// Sends the request (head, then the body as it comes) and reads the response head,
-    /// skipping interim `1xx` answers other than `101`.
+    /// Sends the request — the head and what is buffered of the body in one vectored write,
+    /// then the rest of a streamed body as it comes — and reads the response head, skipping
+    /// interim `1xx` answers other than `101`.
     async fn exchange(
         &mut self,
         outgoing: &mut Outgoing<'_>,
@@ -124,34 +141,64 @@ impl UpstreamConnection {
             failure: UpstreamFailure::Broken,
             retryable: reused && retryable,
         };
-        if let Err(error) = self.io.write_all(outgoing.head).await {
-            tracing::debug!(%error, authority = &*self.authority, "writing a request head upstream failed");
+        let (first, streamed) = match &mut outgoing.body {
+            OutgoingBody::Buffered(body) => (body.clone(), None),
+            OutgoingBody::Streamed { read, rest, chunked } => (read.clone(), Some((&mut **rest, *chunked))),
+        };
+        let chunked = streamed.as_ref().is_some_and(|(_, chunked)| *chunked);
+        let mut size_line = Vec::new();
+        if chunked && !first.is_empty() {
+            codec::chunk_header(&mut size_line, first.len());
+        }
+        let crlf: &[u8] = if chunked && !first.is_empty() {
+            b"\r\n"
+        } else {
+            b""
+        };
+        if let Err(error) =
+            write_all_vectored(&mut self.io, &mut [outgoing.head, &size_line, &first, crlf]).await
+        {
+            tracing::debug!(%error, authority = &*self.authority, "writing a request upstream failed");
             return Err(broken(true));
         }
+        // A streamed body the client has begun to send cannot be sent again.
         let mut body_used = false;
-        if outgoing.framing != RequestFraming::None {
-            while let Some(data) = poll_fn(|cx| outgoing.body.poll_data(cx)).await {
-                body_used = true;
-                let Ok(data) = data else {
-                    return Err(ExchangeError {
-                        failure: UpstreamFailure::Client,
-                        retryable: false,
-                    });
+        if let Some((rest, chunked)) = streamed {
+            body_used = true;
+            loop {
+                let next = poll_fn(|cx| rest.poll_data(cx));
+                let data = match tokio::time::timeout(outgoing.body_timeout, next).await {
+                    Ok(Some(Ok(data))) => data,
+                    Ok(None) => break,
+                    Ok(Some(Err(_))) => {
+                        return Err(ExchangeError {
+                            failure: UpstreamFailure::Client,
+                            retryable: false,
+                        });
+                    }
+                    Err(_) => {
+                        return Err(ExchangeError {
+                            failure: UpstreamFailure::ClientTimeout,
+                            retryable: false,
+                        });
+                    }
                 };
                 if data.is_empty() {
                     continue;
                 }
-                let written = match outgoing.framing {
-                    RequestFraming::Chunked => self.write_chunk(data).await,
-                    _ => self.io.write_all(&data).await,
+                let written = match chunked {
+                    true => {
+                        size_line.clear();
+                        codec::chunk_header(&mut size_line, data.len());
+                        write_all_vectored(&mut self.io, &mut [&size_line, &data, b"\r\n"]).await
+                    }
+                    false => self.io.write_all(&data).await,
                 };
                 if written.is_err() {
                     return Err(broken(false));
                 }
             }
-            if outgoing.framing == RequestFraming::Chunked
-                && self.io.write_all(codec::LAST_CHUNK).await.is_err()
-            {
+            if chunked && self.io.write_all(codec::LAST_CHUNK).await.is_err() {
                 return Err(broken(false));
             }
         }
@@ -176,20 +223,33 @@ impl UpstreamConnection {
                     return Err(broken(false));
                 }
             }
-            match poll_fn(|cx| self.poll_fill(cx)).await {
+            match poll_fn(|cx| self.poll_fill(cx, READ_CHUNK)).await {
                 Ok(0) | Err(_) => return Err(broken(repeatable && !received)),
                 Ok(_) => received = true,
             }
         }
     }
+}
 
-    async fn write_chunk(&mut self, data: Bytes) -> io::Result<()> {
-        let mut size = Vec::with_capacity(12);
-        codec::chunk_header(&mut size, data.len());
-        self.io.write_all(&size).await?;
-        self.io.write_all(&data).await?;
-        self.io.write_all(b"\r\n").await
+/// Writes every byte of `slices` with as few (vectored) writes as the socket takes.
+pub async fn write_all_vectored<W>(io: &mut W, slices: &mut [&[u8]]) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut io_slices: Vec<io::IoSlice<'_>> = slices
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| io::IoSlice::new(s))
+        .collect();
+    let mut slices = &mut io_slices[..];
+    while !slices.is_empty() {
+        let written = io.write_vectored(slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        io::IoSlice::advance_slices(&mut slices, written);
     }
+    Ok(())
 }
 
 /// A response whose head has been read: the connection its body arrives on, and how far the
@@ -279,7 +339,13 @@ impl Exchange {
                 }
                 BodyState::Length(_) | BodyState::UntilClose => {}
             }
-            match ready!(self.connection.poll_fill(cx)) {
+            let want = match self.body {
+                BodyState::Length(remaining) => usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .clamp(READ_CHUNK, LARGE_READ),
+                _ => READ_CHUNK,
+            };
+            match ready!(self.connection.poll_fill(cx, want)) {
                 Ok(0) if matches!(self.body, BodyState::UntilClose) => {
                     self.body = BodyState::Done;
                     return Poll::Ready(None);
@@ -379,12 +445,14 @@ impl Connector {
     }
 }
 
-/// The idle upstream connections of one worker thread, by upstream, for client connections
-/// that have none of their own yet.
+/// The idle upstream connections of one worker thread, by upstream: a request takes one (or
+/// opens one) and gives it back when its response is complete.
 #[derive(Debug)]
 pub struct WorkerPool {
     connector: Connector,
-    idle: Mutex<HashMap<(bool, String), Vec<UpstreamConnection>>>,
+    /// Idle connections by authority, for plain and for TLS upstreams; the most recently given
+    /// back is taken first (it is the least likely to have been closed by the upstream).
+    idle: Mutex<[HashMap<Arc<str>, Vec<UpstreamConnection>>; 2]>,
     idle_timeout: Duration,
     max_idle_per_upstream: usize,
 }
@@ -399,14 +467,19 @@ impl WorkerPool {
         }
     }
 
-    fn put(&self, mut connection: UpstreamConnection) {
+    /// Gives back a connection whose exchange is complete.
+    pub fn put(&self, mut connection: UpstreamConnection) {
         if self.max_idle_per_upstream == 0 {
             return;
         }
         connection.idle_since = Instant::now();
+        // A buffer that grew for a large body is not kept around while idle.
+        if connection.buf.capacity() > LARGE_READ {
+            connection.buf = BytesMut::new();
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle
-            .entry((connection.https, connection.authority.to_string()))
+        let list = idle[usize::from(connection.https)]
+            .entry(connection.authority.clone())
             .or_default();
         list.push(connection);
         if list.len() > self.max_idle_per_upstream {
@@ -414,11 +487,12 @@ impl WorkerPool {
         }
     }
 
+    /// An idle connection to `https`/`authority` that can take a request, if any.
     fn take(&self, https: bool, authority: &str) -> Option<UpstreamConnection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(&(https, authority.to_owned()))?;
-        while let Some(connection) = list.pop() {
-            if connection.idle_since.elapsed() < self.idle_timeout {
+        let list = idle[usize::from(https)].get_mut(authority)?;
+        while let Some(mut connection) = list.pop() {
+            if connection.idle_since.elapsed() < self.idle_timeout && connection.is_reusable() {
                 return Some(connection);
             }
         }
@@ -428,82 +502,34 @@ impl WorkerPool {
     /// Closes connections idle for longer than the idle timeout.
     pub fn sweep(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        for list in idle.values_mut() {
-            list.retain(|c| c.idle_since.elapsed() < self.idle_timeout);
-        }
-        idle.retain(|_, list| !list.is_empty());
-    }
-}
-
-/// The upstream connection a client connection holds between its requests. Dropped with the
-/// client connection, it hands the upstream connection to the worker's pool.
-#[derive(Debug)]
-pub struct UpstreamSlot {
-    held: Mutex<Option<UpstreamConnection>>,
-    pool: Arc<WorkerPool>,
-}
-
-impl UpstreamSlot {
-    pub fn new(pool: Arc<WorkerPool>) -> Self {
-        Self {
-            held: Mutex::new(None),
-            pool,
-        }
-    }
-
-    /// Keeps a connection whose exchange is complete for the next request.
-    pub fn release(&self, connection: UpstreamConnection) {
-        let previous = self
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(connection);
-        if let Some(previous) = previous {
-            self.pool.put(previous);
-        }
-    }
-
-    fn take(&self, https: bool, authority: &str) -> Option<UpstreamConnection> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        match held.take() {
-            Some(connection) if connection.serves(https, authority) => Some(connection),
-            Some(other) => {
-                drop(held);
-                self.pool.put(other);
-                None
+        for map in idle.iter_mut() {
+            for list in map.values_mut() {
+                list.retain(|c| c.idle_since.elapsed() < self.idle_timeout);
             }
-            None => None,
+            map.retain(|_, list| !list.is_empty());
         }
     }
 
-    /// Sends a request to `https`/`authority` on a reusable connection — this client
-    /// connection's, an idle one of the worker's, or a new one — and returns the response head
-    /// with the exchange its body is read from.
+    /// Sends a request to `https`/`authority` on an idle connection of the pool, or a new one,
+    /// and returns the response head with the exchange its body is read from. The exchange's
+    /// connection goes back with [`WorkerPool::put`] once its body is read.
     pub async fn send(
         &self,
         https: bool,
         authority: &str,
         mut outgoing: Outgoing<'_>,
     ) -> Result<(ResponseHead, Exchange), UpstreamFailure> {
-        let mut candidate = self.take(https, authority);
-        let mut reused = None;
-        while let Some(mut connection) = candidate {
-            if connection.is_reusable() {
-                reused = Some(connection);
-                break;
-            }
-            candidate = self.pool.take(https, authority);
-        }
+        let reused = self.take(https, authority);
         let was_reused = reused.is_some();
         let mut connection = match reused {
             Some(connection) => connection,
-            None => self.pool.connector.connect(https, authority).await?,
+            None => self.connector.connect(https, authority).await?,
         };
         let head = match connection.exchange(&mut outgoing, was_reused).await {
             Ok(head) => head,
             // A reused connection the upstream closed as the request went out: once more, fresh.
             Err(ExchangeError { retryable: true, .. }) => {
-                connection = self.pool.connector.connect(https, authority).await?;
+                connection = self.connector.connect(https, authority).await?;
                 connection
                     .exchange(&mut outgoing, false)
                     .await
@@ -517,14 +543,6 @@ impl UpstreamSlot {
         })?;
         let keep_alive = codec::keeps_alive(&head);
         Ok((head, Exchange::new(connection, framing, keep_alive)))
-    }
-}
-
-impl Drop for UpstreamSlot {
-    fn drop(&mut self) {
-        if let Some(connection) = self.held.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
-            self.pool.put(connection);
-        }
     }
 }
 

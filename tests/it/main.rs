@@ -18,6 +18,7 @@ mod projects;
 mod proxies;
 mod proxy;
 mod proxy_differential;
+mod proxy_pool;
 mod proxy_wire;
 mod reference_parser;
 mod registry;
