@@ -130,6 +130,74 @@ struct FileConfig {
     proxy_https_listen: Option<String>,
     proxy_redirect_http_to_https: Option<bool>,
     proxy: Option<FileProxyConfig>,
+    api: Option<FileApiConfig>,
+}
+
+/// The `[api]` table of the configuration file: the API and UI listener's limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApiConfig {
+    header_timeout: Option<HumanDuration>,
+    idle_timeout: Option<HumanDuration>,
+    max_connections: Option<usize>,
+}
+
+/// The API and UI listener's limits (`[api]`): a client that sends nothing, trickles its
+/// request, stops mid-body or stops reading is closed, and connections are capped, so slow
+/// clients cannot pile up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiListenerConfig {
+    /// `[api] header_timeout` (default 30s): a request's head must arrive within this long of
+    /// the connection opening or the previous response ending — which also closes keep-alive
+    /// connections idle for that long.
+    pub header_timeout: std::time::Duration,
+    /// `[api] idle_timeout` (default 60s): a request body that stops arriving, or a client that
+    /// stops reading the response, for this long is cut off.
+    pub idle_timeout: std::time::Duration,
+    /// `[api] max_connections` (default 512): connections beyond it are answered `503` and
+    /// closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for ApiListenerConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout: std::time::Duration::from_secs(30),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_connections: 512,
+        }
+    }
+}
+
+impl ApiListenerConfig {
+    fn from_file(file: FileApiConfig) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let config = Self {
+            header_timeout: file
+                .header_timeout
+                .map_or(defaults.header_timeout, |d| d.as_std()),
+            idle_timeout: file.idle_timeout.map_or(defaults.idle_timeout, |d| d.as_std()),
+            max_connections: file.max_connections.unwrap_or(defaults.max_connections),
+        };
+        for (key, value) in [
+            ("api.header_timeout", config.header_timeout),
+            ("api.idle_timeout", config.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be longer than 0s".into(),
+                });
+            }
+        }
+        if config.max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "api.max_connections",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(config)
+    }
 }
 
 /// The `[proxy]` table of the configuration file.
@@ -210,6 +278,8 @@ pub struct Config {
     /// A `postgres://` URL is recognised so that `backup` can point at `pg_dump`; this version
     /// serves from SQLite only.
     pub database_url: Option<String>,
+    /// The API listener's timeouts and connection cap.
+    pub api: ApiListenerConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -219,6 +289,7 @@ impl std::fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("proxy_listen", &self.proxy_listen)
             .field("proxy", &self.proxy)
+            .field("api", &self.api)
             .field("data_dir", &self.data_dir)
             .field("docker_host", &self.docker_host)
             .field("log_format", &self.log_format)
@@ -276,6 +347,7 @@ impl Config {
             webhook_token: None,
             proxy: ProxyConfig::default(),
             database_url: None,
+            api: ApiListenerConfig::default(),
         }
     }
 
@@ -319,6 +391,7 @@ impl Config {
             file.proxy_https_listen,
             file.proxy_redirect_http_to_https,
         )?;
+        let api = ApiListenerConfig::from_file(file.api.unwrap_or_default())?;
 
         let config = Config {
             listen: parse_addr("listen", &listen)?,
@@ -331,6 +404,7 @@ impl Config {
             webhook_token: secrets.webhook_token,
             proxy,
             database_url: secrets.database_url,
+            api,
         };
         config.validate()?;
         Ok(config)
@@ -554,6 +628,31 @@ mod tests {
                 .to_string()
                 .starts_with("docker_host:")
         );
+    }
+
+    #[test]
+    fn the_api_listener_limits_come_from_the_api_table_and_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let load = |toml: &str| {
+            std::fs::write(&file, toml).unwrap();
+            let a = GlobalArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            };
+            Config::load(&a, SecretEnv::default())
+        };
+        assert_eq!(load("").unwrap().api, ApiListenerConfig::default());
+        let api = load("[api]\nheader_timeout = \"5s\"\nidle_timeout = \"2m\"\nmax_connections = 64\n")
+            .unwrap()
+            .api;
+        assert_eq!(api.header_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(api.idle_timeout, std::time::Duration::from_secs(120));
+        assert_eq!(api.max_connections, 64);
+        let err = load("[api]\nmax_connections = 0\n").unwrap_err().to_string();
+        assert!(err.starts_with("api.max_connections:"), "{err}");
+        let err = load("[api]\nheader_timout = \"5s\"\n").unwrap_err().to_string();
+        assert!(err.contains("header_timout"), "{err}");
     }
 
     #[test]

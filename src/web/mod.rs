@@ -6,6 +6,7 @@
 //! - [`state`]: the handles handlers use.
 //! - [`error`]: the JSON error shape.
 //! - [`extract`]: `ApiJson`, `ApiQuery`.
+//! - [`listener`]: the accept loop — header and idle timeouts, the connection cap.
 //! - [`auth`]: `CurrentUser`, `Viewer`, `Member`, `Admin` extractors.
 //! - [`api`]: one file per resource.
 //! - [`ui`]: the server-rendered pages (HTML, not in the OpenAPI document).
@@ -14,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod listener;
 pub mod path;
 pub mod sse;
 pub mod state;
