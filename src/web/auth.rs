@@ -19,7 +19,7 @@ use axum_extra::extract::CookieJar;
 
 use super::error::{WebError, WebResult};
 use super::state::AppState;
-use crate::auth::rate_limit::{client_key, username_key};
+use crate::auth::rate_limit::{LoginKeys, LoginVerdict};
 use crate::auth::sessions::{SESSION_TTL, new_session};
 use crate::auth::{constant_time_eq, dummy_password_hash, hash_token, verify_password};
 use crate::domain::event::{NewEvent, Source};
@@ -209,23 +209,22 @@ const WRONG_CREDENTIALS: &str = "wrong username or password";
 
 /// Checks a username and password and opens a session.
 ///
-/// Refused with 429 while the client address or the username has too many recent failures.
-/// An unknown username is verified against a dummy hash, so it answers in the same time and
+/// Refused with 429 while the client address, or the address for this username, has too many
+/// recent failures; a username's failures from everywhere only delay its logins (see
+/// [`crate::auth::rate_limit`]). An unknown username is verified against a dummy hash, so it answers in the same time and
 /// with the same message as a wrong password. Every failure is a `warn` event naming the
 /// username and the client (never the password).
 pub async fn log_in(state: &AppState, username: &str, password: &str, client: IpAddr) -> WebResult<LoggedIn> {
-    let keys = [client_key(client), username_key(username)];
-    state
-        .login_limiter
-        .check(&keys, state.clock.now())
-        .map_err(refused(client))?;
+    let keys = LoginKeys::new(client, username);
+    let delay = throttle(state, &keys, client)?;
+    if !delay.is_zero() {
+        // Failures for this username from elsewhere slow it down, for everyone alike.
+        tokio::time::sleep(delay).await;
+    }
     // Wait for a turn before the slow part, then look again: failures recorded while this
     // attempt waited count against it too.
     let permit = state.login_limiter.verification_permit().await;
-    state
-        .login_limiter
-        .check(&keys, state.clock.now())
-        .map_err(refused(client))?;
+    throttle(state, &keys, client)?;
 
     // A name that cannot exist is looked up as nobody, not answered differently.
     let found = match Username::parse(username) {
@@ -268,7 +267,7 @@ pub async fn log_in(state: &AppState, username: &str, password: &str, client: Ip
     };
     // Only the username's failures are forgiven: clearing the client's too would let one valid
     // account reset the counter of an address guessing other accounts' passwords.
-    state.login_limiter.record_success(&keys[1..]);
+    state.login_limiter.record_success(&keys);
     let new = new_session(user.id, now);
     state.store.insert_session(&new.session).await?;
     Ok(LoggedIn {
@@ -278,10 +277,15 @@ pub async fn log_in(state: &AppState, username: &str, password: &str, client: Ip
     })
 }
 
-fn refused(client: IpAddr) -> impl Fn(u64) -> WebError {
-    move |retry_after| {
-        tracing::warn!(%client, retry_after, "login refused: too many failed attempts");
-        WebError::rate_limited(retry_after)
+/// Refuses the attempt when its address, or its address for this username, failed too often;
+/// otherwise says how long the username's failures slow it down.
+fn throttle(state: &AppState, keys: &LoginKeys, client: IpAddr) -> WebResult<std::time::Duration> {
+    match state.login_limiter.check(keys, state.clock.now()) {
+        LoginVerdict::Allowed { delay } => Ok(delay),
+        LoginVerdict::Refused { retry_after } => {
+            tracing::warn!(%client, retry_after, "login refused: too many failed attempts");
+            Err(WebError::rate_limited(retry_after))
+        }
     }
 }
 

@@ -162,7 +162,8 @@ async fn a_login_body_with_a_missing_or_mistyped_field_is_a_400_naming_it() {
 }
 
 #[tokio::test]
-async fn too_many_failed_logins_are_refused_with_429_and_retry_after_even_with_the_right_password() {
+async fn too_many_failed_logins_from_one_address_for_one_user_are_refused_with_429_even_with_the_right_password()
+ {
     let app = spawn_app().await;
     let anonymous = app.anonymous();
     for attempt in 0..docker_watcher::auth::rate_limit::MAX_FAILURES {
@@ -178,15 +179,71 @@ async fn too_many_failed_logins_are_refused_with_429_and_retry_after_even_with_t
     assert!((1..=300).contains(&retry_after), "{retry_after}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
+    app.stop().await;
+}
 
-    // The client address is limited too, whatever name it tries next.
-    let (status, _) = anonymous
-        .post(
-            "/api/auth/login",
-            json!({"username": "other", "password": "whatever1"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+/// A login from a given loopback address (all of 127.0.0.0/8 reaches the listener).
+async fn login_from(app: &TestApp, from: &str, username: &str, password: &str) -> StatusCode {
+    reqwest::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+        .post(app.url("/api/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("login request")
+        .status()
+}
+
+#[tokio::test]
+async fn failures_from_one_address_never_keep_the_owner_out_from_a_clean_address_they_only_slow_it_down() {
+    use docker_watcher::auth::rate_limit::{MAX_FAILURES, username_delay};
+    let app = spawn_app().await;
+    for attempt in 0..MAX_FAILURES {
+        let status = login_from(&app, "127.0.0.1", "admin", &format!("guess-{attempt}")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+    // The guessing address is refused for this user, even with the right password...
+    assert_eq!(
+        login_from(&app, "127.0.0.1", "admin", ADMIN_PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ...while the owner, from another address, gets in — after the username's delay.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        login_from(&app, "127.0.0.2", "admin", ADMIN_PASSWORD).await,
+        StatusCode::OK
+    );
+    let delay = username_delay(MAX_FAILURES);
+    assert!(delay > Duration::ZERO);
+    assert!(started.elapsed() >= delay, "{:?} < {delay:?}", started.elapsed());
+    // The success forgave the username: the next login is not slowed down.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        login_from(&app, "127.0.0.3", "admin", ADMIN_PASSWORD).await,
+        StatusCode::OK
+    );
+    assert!(started.elapsed() < delay, "{:?}", started.elapsed());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_address_guessing_many_usernames_is_refused_for_every_username_and_others_are_not() {
+    use docker_watcher::auth::rate_limit::MAX_ADDRESS_FAILURES;
+    let app = spawn_app().await;
+    for attempt in 0..MAX_ADDRESS_FAILURES {
+        let status = login_from(&app, "127.0.0.4", &format!("user{attempt}"), "wrong-password").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+    assert_eq!(
+        login_from(&app, "127.0.0.4", "admin", ADMIN_PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        login_from(&app, "127.0.0.5", "admin", ADMIN_PASSWORD).await,
+        StatusCode::OK
+    );
     app.stop().await;
 }
 

@@ -69,7 +69,8 @@ pub struct MeResponse {
 /// Log in with a username and password.
 ///
 /// Sets the `dw_session` cookie (HttpOnly, SameSite=Lax, seven days). Too many failed attempts
-/// from one address or for one username answer 429 with `Retry-After`.
+/// from one address, or from one address for one username, answer 429 with `Retry-After`; a
+/// username's failures from other addresses only slow its logins down (up to 5 s).
 #[utoipa::path(
     post,
     path = "/api/auth/login",
