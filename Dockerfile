@@ -66,6 +66,7 @@ COPY src ./src
 COPY migrations ./migrations
 COPY templates ./templates
 COPY static ./static
+COPY docs ./docs
 COPY benches ./benches
 COPY tests ./tests
 RUN cargo build --release --locked --bin docker-watcher \

@@ -4,6 +4,7 @@
 # user and password), then runs every test target. CI reads the "test result: ..." lines.
 #
 #   scripts/test.sh [cargo test arguments] [-- test binary arguments]
+#   DW_SKIP_RELEASE_BUILD=1 scripts/test.sh apply   # a focused run without the release build
 #   e.g. scripts/test.sh deploy -- --nocapture
 #
 # CARGO_TARGET_DIR defaults to /var/cache/docker-watcher-target, shared with .ci/run so that
@@ -20,4 +21,14 @@ if ! . scripts/services.sh; then
 fi
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/docker-watcher-target}
+
+# The container image test (tests/it/image.rs) runs the release binary, as users do; one
+# release build per run, in the same target dir, which the benchmark scripts reuse too.
+# DW_SKIP_RELEASE_BUILD=1 makes the image test use the test build's debug binary instead.
+if [[ -z ${DW_SKIP_RELEASE_BUILD:-} ]]; then
+    started=$SECONDS
+    cargo build --release --locked --bin docker-watcher
+    echo "test: release build took $((SECONDS - started)) s" >&2
+    export DW_TEST_RELEASE_BINARY=$CARGO_TARGET_DIR/release/docker-watcher
+fi
 exec cargo test --all-targets --locked "$@"

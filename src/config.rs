@@ -80,6 +80,45 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Make a running installation match a stack file (configuration as code).
+    Apply(ApplyArgs),
+    /// Print a running installation's configuration as a stack file.
+    Export(ExportArgs),
+}
+
+/// Where a running server is and who is asking (`apply`, `export`).
+#[derive(Debug, Clone, Args)]
+pub struct RemoteArgs {
+    /// The server's API address, like http://127.0.0.1:8080.
+    #[arg(long, env = "DOCKER_WATCHER_URL")]
+    pub url: String,
+    /// An API token (dw_…); prefer the environment variable, which `ps` does not show.
+    #[arg(long, env = "DOCKER_WATCHER_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// The stack file (TOML); `-` reads standard input.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Also delete what the file's sections no longer name.
+    #[arg(long)]
+    pub prune: bool,
+    /// Print what would change and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Write to this file instead of standard output.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,8 @@
 //!   (registry watching: which stage needs which deploy, the polling jobs, webhooks), [`sync`]
 //!   (keeps instance statuses true to Docker: events, reconcile, recovery of interrupted deploys),
 //!   [`stale`] (the stale rule, the scan job with one Docker list call, cleanup).
+//! - [`stack`]: configuration as code — the stack file, its diff against an installation,
+//!   and the export (pure; the web layer applies it through the API's own handlers).
 //! - On top: [`web`] (the API listener), [`proxy`] (the reverse proxy on its own listeners).
 //! - [`app`]: the composition root; [`data_dir`]: the lock a running server holds on its data
 //!   dir; [`admin`]: the offline user and token commands; [`backup`]: online backups and
@@ -42,6 +44,7 @@ pub mod routes;
 pub mod scheduler;
 pub mod secrets;
 pub mod settings;
+pub mod stack;
 pub mod stale;
 pub mod store;
 pub mod sync;

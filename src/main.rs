@@ -63,6 +63,16 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Healthcheck { .. } => unreachable!("answered before the runtime starts"),
+            Command::Apply(args) => {
+                print!("{}", docker_watcher::client::stack::apply(&args).await?);
+                Ok(())
+            }
+            Command::Export(args) => {
+                if let Some(text) = docker_watcher::client::stack::export(&args).await? {
+                    print!("{text}");
+                }
+                Ok(())
+            }
         }
     });
     match result {

@@ -5,5 +5,7 @@
 //!
 //! # Layout
 //! - [`health`]: `docker-watcher healthcheck`.
+//! - [`stack`]: `docker-watcher apply` and `export`.
 
 pub mod health;
+pub mod stack;

@@ -64,6 +64,14 @@ impl NewStage {
     pub const MAX_INSTANCES_LIMIT: u32 = 1000;
 }
 
+/// A stage's `max_instances`: from 1 to [`NewStage::MAX_INSTANCES_LIMIT`].
+pub fn parse_max_instances(raw: i64) -> Result<u32, ParseError> {
+    u32::try_from(raw)
+        .ok()
+        .filter(|n| (1..=NewStage::MAX_INSTANCES_LIMIT).contains(n))
+        .ok_or_else(|| ParseError::new(format!("must be from 1 to {}", NewStage::MAX_INSTANCES_LIMIT)))
+}
+
 /// How the stage's container runs. Stored as JSON; every field is checked by
 /// [`ContainerSpec::validate`] before it gets there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

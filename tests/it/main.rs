@@ -4,11 +4,13 @@
 //! [`helpers`], the test environment (registries, images, commands) in [`testenv`].
 
 mod api_listener;
+mod apply;
 mod auth;
 mod backup;
 mod browser;
 mod deploy;
 mod docker;
+mod docs;
 mod events;
 mod helpers;
 mod image;

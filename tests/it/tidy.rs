@@ -84,7 +84,7 @@ fn allowed_dependencies() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     ];
     let workflows = [&services[..], &["poll", "deploy", "sync", "stale", "routes"]].concat();
     let mut web = workflows.clone();
-    web.extend(["config", "web"]);
+    web.extend(["config", "web", "stack"]);
     let mut map = BTreeMap::new();
     map.insert("domain", BTreeSet::from(["domain"]));
     map.insert("clock", BTreeSet::new());
@@ -114,6 +114,8 @@ fn allowed_dependencies() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         BTreeSet::from(["domain", "config", "store", "auth", "clock"]),
     );
     map.insert("data_dir", BTreeSet::new());
+    // Configuration as code: pure, over domain types.
+    map.insert("stack", BTreeSet::from(["domain"]));
     map.insert(
         "backup",
         BTreeSet::from(["domain", "config", "store", "secrets", "data_dir"]),

@@ -3,6 +3,7 @@
 //! the OpenAPI document. Handlers are named `resource_verb` (`stage_deploy_post`), convert their
 //! DTOs to domain types on their first lines, and return `WebResult`.
 
+pub mod apply;
 pub mod auth;
 pub mod deployments;
 pub mod events;
@@ -12,6 +13,7 @@ pub mod ops;
 pub mod projects;
 pub mod proxies;
 pub mod settings;
+pub mod stack_changes;
 pub mod stage_actions;
 pub mod stage_poll;
 pub mod stages;
@@ -41,4 +43,5 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(settings::routes())
         .merge(events::routes())
         .merge(hooks::routes())
+        .merge(apply::routes())
 }

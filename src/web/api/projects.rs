@@ -19,11 +19,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::domain::ParseError;
 use crate::domain::event::{NewEvent, Source};
-use crate::domain::image_ref::ImageRef;
 use crate::domain::name::Name;
-use crate::domain::project::{NewProject, Project, ProjectPatch};
+use crate::domain::project::{
+    NewProject, Project, ProjectPatch, parse_project_image, parse_registry_password, parse_registry_username,
+};
 use crate::store::StoreError;
 use crate::web::auth::{Admin, Member, Viewer};
 use crate::web::error::{ErrorBody, FieldResult, WebError, WebResult};
@@ -168,52 +168,6 @@ pub(super) fn not_found_as(what: String) -> impl FnOnce(StoreError) -> WebError 
         StoreError::NotFound => WebError::not_found(what),
         other => other.into(),
     }
-}
-
-/// Parses a project's image: any reference Docker understands, but without a tag or digest.
-fn parse_project_image(raw: &str) -> Result<ImageRef, ParseError> {
-    let image = ImageRef::parse(raw)?;
-    if image.tag().is_some() || image.digest().is_some() {
-        return Err(ParseError::new(format!(
-            "give the repository without a tag or digest (like {}); choose tags with a stage's tag_policy",
-            image.name()
-        )));
-    }
-    Ok(image)
-}
-
-/// A registry username: 1 to 255 printable characters, without `:` (HTTP basic
-/// authentication cannot carry one).
-fn parse_registry_username(raw: &str) -> Result<String, ParseError> {
-    let len = raw.chars().count();
-    if !(1..=255).contains(&len) {
-        return Err(ParseError::new(
-            "must be 1 to 255 characters; use null for no username",
-        ));
-    }
-    if raw.chars().any(char::is_control) {
-        return Err(ParseError::new("must not contain control characters"));
-    }
-    if raw.contains(':') {
-        return Err(ParseError::new(
-            "must not contain ':' (registries authenticate with HTTP basic auth)",
-        ));
-    }
-    Ok(raw.to_owned())
-}
-
-/// A registry password or token, kept exactly as given: 1 to 4096 characters, no NUL.
-fn parse_registry_password(raw: &str) -> Result<String, ParseError> {
-    let len = raw.chars().count();
-    if !(1..=4096).contains(&len) {
-        return Err(ParseError::new(
-            "must be 1 to 4096 characters; use null to remove the password",
-        ));
-    }
-    if raw.contains('\0') {
-        return Err(ParseError::new("must not contain NUL characters"));
-    }
-    Ok(raw.to_owned())
 }
 
 /// Every project, oldest first.

@@ -27,7 +27,7 @@ use crate::domain::event::{NewEvent, Source};
 use crate::domain::hostname::Hostname;
 use crate::domain::name::Name;
 use crate::domain::schedule::Schedule;
-use crate::domain::stage::{ContainerSpec, NewStage, Stage, StagePatch};
+use crate::domain::stage::{ContainerSpec, NewStage, Stage, StagePatch, parse_max_instances};
 use crate::domain::tag_policy::TagPolicy;
 use crate::web::auth::{Member, Viewer};
 use crate::web::error::{ErrorBody, FieldResult, WebError, WebResult};
@@ -186,13 +186,6 @@ impl StagePatchRequest {
         .filter_map(|(field, given)| given.then_some(field))
         .collect()
     }
-}
-
-fn parse_max_instances(raw: i64) -> Result<u32, ParseError> {
-    u32::try_from(raw)
-        .ok()
-        .filter(|n| (1..=NewStage::MAX_INSTANCES_LIMIT).contains(n))
-        .ok_or_else(|| ParseError::new(format!("must be from 1 to {}", NewStage::MAX_INSTANCES_LIMIT)))
 }
 
 /// Checks a container spec, naming the failing field (`container.port`).

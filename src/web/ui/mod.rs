@@ -24,10 +24,12 @@
 //! - [`form`]: reading posted forms and carrying field errors back to the page.
 //! - [`view`]: display values (times, statuses, digests) built once for templates.
 //! - One file per page: [`login`], [`dashboard`], [`projects`], [`stages`], [`events`],
-//!   [`stale`], [`proxies`], [`settings`], [`users`], [`tokens`]; [`assets`] serves `static/`.
+//!   [`stale`], [`proxies`], [`settings`], [`users`], [`tokens`]; [`assets`] serves `static/`;
+//!   [`docs`] serves the user documentation and the readable API reference.
 
 pub mod assets;
 pub mod dashboard;
+pub mod docs;
 pub mod events;
 pub mod form;
 pub mod login;
@@ -55,6 +57,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(dashboard::dashboard_get))
         .route("/login", get(login::login_get).post(login::login_post))
+        .route("/docs", get(docs::docs_index_get))
+        .route("/docs/", get(docs::docs_index_get))
+        .route("/docs/reference", get(docs::docs_reference_get))
+        .route("/docs/{*path}", get(docs::docs_file_get))
         .route("/logout", post(login::logout_post))
         .route("/projects", post(projects::projects_post))
         .route("/projects/{id}", get(projects::project_get))

@@ -1,0 +1,298 @@
+//! The installation as stack resources, and stack changes carried out through the API's own
+//! handlers. Loading reads the store and shapes each record with the API's response type, so
+//! the diff compares exactly what the API answers; carrying out calls the very handler that
+//! `POST`, `PATCH` or `DELETE` on the resource runs, with the caller's role — validation,
+//! conflicts, events, route-table and poller refreshes all happen as for a single API call.
+//! Adding a kind to [`crate::stack::Kind`] means a loading branch and three calls here.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::State;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::projects::{
+    ProjectCreateRequest, ProjectPatchRequest, ProjectResponse, project_delete, project_patch, projects_post,
+};
+use super::proxies::{
+    ProxyCreateRequest, ProxyPatchRequest, ProxyResponse, proxies_post, proxy_delete, proxy_patch,
+};
+use super::settings::settings_patch;
+use super::stages::{
+    StageCreateRequest, StagePatchRequest, StageResponse, project_stages_post, stage_delete, stage_patch,
+};
+use crate::domain::instance::InstanceFilter;
+use crate::stack::{Action, Change, Kind, Resource, Stack};
+use crate::web::auth::{Admin, CurrentUser, Member};
+use crate::web::error::{WebError, WebResult};
+use crate::web::extract::ApiJson;
+use crate::web::path::IdPath;
+use crate::web::state::AppState;
+
+/// The installation's resources, with the ids the API addresses them by.
+#[derive(Debug, Default)]
+pub struct Installation {
+    pub resources: Vec<Resource>,
+    projects: HashMap<String, i64>,
+    stages: HashMap<(String, String), i64>,
+    proxies: HashMap<String, i64>,
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> WebResult<Value> {
+    serde_json::to_value(value).map_err(WebError::internal)
+}
+
+/// Reads the whole configuration of the installation. Sealed secrets are opened to be compared
+/// with a file's; one that no longer opens compares unequal to anything, so an apply rewrites it.
+pub async fn load_installation(state: &AppState) -> WebResult<Installation> {
+    let mut installation = Installation::default();
+    let settings = Value::Object(state.settings.current().to_json());
+    installation
+        .resources
+        .push(Resource::from_api(Kind::Settings, Vec::new(), &settings));
+    let mut stages = Vec::new();
+    for project in state.store.list_projects().await? {
+        let name = project.name.to_string();
+        let mut resource = Resource::from_api(
+            Kind::Project,
+            vec![name.clone()],
+            &to_json(&ProjectResponse::from(&project))?,
+        );
+        let password = state
+            .store
+            .project_registry_password(project.id)
+            .await?
+            .map(|sealed| state.secrets.open(&sealed).unwrap_or_default());
+        resource.secrets.insert("registry_password".into(), password);
+        installation.resources.push(resource);
+        installation.projects.insert(name.clone(), project.id);
+        for stage in state.store.list_stages(project.id).await? {
+            let key = vec![name.clone(), stage.name.to_string()];
+            installation
+                .stages
+                .insert((key[0].clone(), key[1].clone()), stage.id);
+            stages.push(Resource::from_api(
+                Kind::Stage,
+                key,
+                &to_json(&StageResponse::from(&stage))?,
+            ));
+        }
+    }
+    installation.resources.extend(stages);
+    for proxy in state.store.list_proxies().await? {
+        let hostname = proxy.hostname.to_string();
+        installation.proxies.insert(hostname.clone(), proxy.id);
+        installation.resources.push(Resource::from_api(
+            Kind::Proxy,
+            vec![hostname],
+            &to_json(&ProxyResponse::from(&proxy))?,
+        ));
+    }
+    Ok(installation)
+}
+
+/// Refuses, before anything changes, a plan the API would refuse halfway: changes that need
+/// an admin, and deleting a stage that still has instances.
+pub async fn check_changes(
+    state: &AppState,
+    user: &CurrentUser,
+    stack: &Stack,
+    installation: &Installation,
+    changes: &[Change],
+) -> WebResult<()> {
+    for change in changes {
+        if change.kind.needs_admin(change.action)
+            && let Err(refused) = user.require(crate::domain::user::Role::Admin)
+        {
+            return Err(located(refused, stack, change, None, 0));
+        }
+        if (change.kind, change.action) == (Kind::Stage, Action::Delete) {
+            let id = installation.stage_id(&change.key)?;
+            let filter = InstanceFilter {
+                stage_id: Some(id),
+                ..InstanceFilter::default()
+            };
+            let instances = state.store.list_instances(&filter).await?.len();
+            if instances > 0 {
+                let refused = WebError::conflict(
+                    None,
+                    format!(
+                        "stage {} still has {instances} instance(s); apply never removes containers: clean them up first (DELETE /api/instances/{{id}}) or keep the stage in the file",
+                        change.key.join("/")
+                    ),
+                );
+                return Err(located(refused, stack, change, None, 0));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Installation {
+    fn project_id(&self, key: &[String]) -> WebResult<i64> {
+        key.first()
+            .and_then(|name| self.projects.get(name).copied())
+            .ok_or_else(|| WebError::not_found(format!("no project {}", key.join("/"))))
+    }
+
+    fn stage_id(&self, key: &[String]) -> WebResult<i64> {
+        match key {
+            [project, stage] => self.stages.get(&(project.clone(), stage.clone())).copied(),
+            _ => None,
+        }
+        .ok_or_else(|| WebError::not_found(format!("no stage {}", key.join("/"))))
+    }
+
+    fn proxy_id(&self, key: &[String]) -> WebResult<i64> {
+        key.first()
+            .and_then(|hostname| self.proxies.get(hostname).copied())
+            .ok_or_else(|| WebError::not_found(format!("no proxy {}", key.join("/"))))
+    }
+}
+
+/// Carries out `changes` in order; the first failure stops it, located in the file and saying
+/// how many changes were made before it.
+pub async fn carry_out(
+    state: &AppState,
+    user: &CurrentUser,
+    stack: &Stack,
+    installation: &mut Installation,
+    changes: &[Change],
+) -> WebResult<()> {
+    for (done, change) in changes.iter().enumerate() {
+        if let Err(err) = carry_out_one(state, user, installation, change).await {
+            let field = err.field.clone();
+            return Err(located(err, stack, change, field.as_deref(), done));
+        }
+    }
+    Ok(())
+}
+
+/// A request body from the change: the changed top-level fields (all of them for a create),
+/// plus `extra` (the name, the hostname), plus secrets that change.
+fn body<T: DeserializeOwned>(change: &Change, extra: &[(&str, Value)]) -> WebResult<T> {
+    let mut object = Map::new();
+    let fields: Vec<&str> = match change.action {
+        Action::Create => change.kind.fields().to_vec(),
+        Action::Update | Action::Delete => change.top_level_fields(),
+    };
+    for field in fields {
+        if let Some(value) = change.resource.fields.get(field) {
+            object.insert(field.to_owned(), value.clone());
+        }
+    }
+    for field in change.kind.secret_fields() {
+        let changed = change.fields.iter().any(|f| f.field == *field);
+        if changed || change.action == Action::Create {
+            let value = change.resource.secrets.get(*field).cloned().flatten();
+            if value.is_some() || change.action == Action::Update {
+                object.insert((*field).to_owned(), value.map_or(Value::Null, Value::String));
+            }
+        }
+    }
+    for (key, value) in extra {
+        object.insert((*key).to_owned(), value.clone());
+    }
+    serde_json::from_value(Value::Object(object)).map_err(|e| WebError::validation("", e.to_string()))
+}
+
+async fn carry_out_one(
+    state: &AppState,
+    user: &CurrentUser,
+    installation: &mut Installation,
+    change: &Change,
+) -> WebResult<()> {
+    let st = || State(state.clone());
+    let member = || Member(user.clone());
+    let admin = || Admin(user.clone());
+    let key = &change.key;
+    match (change.kind, change.action) {
+        (Kind::Settings, Action::Create | Action::Update) => {
+            let patch: Value = body(change, &[])?;
+            let _settings = settings_patch(admin(), st(), ApiJson(patch)).await?;
+        }
+        (Kind::Settings, Action::Delete) => {}
+        (Kind::Project, Action::Create) => {
+            let request: ProjectCreateRequest = body(change, &[("name", key[0].clone().into())])?;
+            let (_, Json(project)) = projects_post(member(), st(), ApiJson(request)).await?;
+            installation.projects.insert(key[0].clone(), project.id);
+        }
+        (Kind::Project, Action::Update) => {
+            let request: ProjectPatchRequest = body(change, &[])?;
+            let id = installation.project_id(key)?;
+            let _project = project_patch(member(), IdPath(id), st(), ApiJson(request)).await?;
+        }
+        (Kind::Project, Action::Delete) => {
+            let id = installation.project_id(key)?;
+            project_delete(admin(), IdPath(id), st()).await?;
+        }
+        (Kind::Stage, Action::Create) => {
+            let request: StageCreateRequest = body(change, &[("name", key[1].clone().into())])?;
+            let project_id = installation.project_id(key)?;
+            let (_, Json(stage)) =
+                project_stages_post(member(), IdPath(project_id), st(), ApiJson(request)).await?;
+            installation
+                .stages
+                .insert((key[0].clone(), key[1].clone()), stage.id);
+        }
+        (Kind::Stage, Action::Update) => {
+            let request: StagePatchRequest = body(change, &[])?;
+            let id = installation.stage_id(key)?;
+            let _stage = stage_patch(member(), IdPath(id), st(), ApiJson(request)).await?;
+        }
+        (Kind::Stage, Action::Delete) => {
+            let id = installation.stage_id(key)?;
+            stage_delete(member(), IdPath(id), st()).await?;
+        }
+        (Kind::Proxy, Action::Create) => {
+            let request: ProxyCreateRequest = body(change, &[("hostname", key[0].clone().into())])?;
+            let (_, Json(proxy)) = proxies_post(admin(), st(), ApiJson(request)).await?;
+            installation.proxies.insert(key[0].clone(), proxy.id);
+        }
+        (Kind::Proxy, Action::Update) => {
+            let request: ProxyPatchRequest = body(change, &[])?;
+            let id = installation.proxy_id(key)?;
+            let _proxy = proxy_patch(admin(), IdPath(id), st(), ApiJson(request)).await?;
+        }
+        (Kind::Proxy, Action::Delete) => {
+            let id = installation.proxy_id(key)?;
+            proxy_delete(admin(), IdPath(id), st()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// An API error of one change, told in the file's terms: the field's path in the file, and
+/// `file:line:column` where the resource (or the field) is written.
+fn located(err: WebError, stack: &Stack, change: &Change, field: Option<&str>, done: usize) -> WebError {
+    let table = change.kind.path(&change.key).join(".");
+    let path = match field.filter(|f| !f.is_empty()) {
+        Some(field) => format!("{table}.{field}"),
+        None => table,
+    };
+    let place = match stack.location(change.kind, &change.key, field) {
+        Some(at) => format!("{}:{}:{}", stack.file_name, at.line, at.column),
+        None => stack.file_name.clone(),
+    };
+    let verb = match change.action {
+        Action::Create => "creating",
+        Action::Update => "updating",
+        Action::Delete => "deleting",
+    };
+    let earlier = match done {
+        0 => String::new(),
+        1 => " (1 earlier change of this apply was made)".to_owned(),
+        n => format!(" ({n} earlier changes of this apply were made)"),
+    };
+    WebError {
+        message: format!(
+            "{place}: {path}: {verb} {} {}: {}{earlier}",
+            change.kind.noun(),
+            change.key.join("/"),
+            err.message
+        ),
+        field: Some(path),
+        ..err
+    }
+}
