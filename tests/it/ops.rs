@@ -117,6 +117,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/events/stream"),
     ("post", "/api/hooks/registry"),
     ("get", "/api/hooks/registry/token"),
+    ("post", "/api/apply"),
+    ("get", "/api/export"),
 ];
 
 #[tokio::test]
