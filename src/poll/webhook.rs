@@ -6,7 +6,11 @@
 //!   "request": {"host", …}, …}]}` — only pushes that carry a tag count; pulls, blob uploads
 //!   and mounts (which have none) are ignored;
 //! - Docker Hub's push payload, `{"push_data": {"tag"}, "repository": {"repo_name"}}`, whose
-//!   repository lives on `docker.io` (`nginx` being `library/nginx`).
+//!   repository lives on `docker.io` (`nginx` being `library/nginx`);
+//! - Harbor's webhook payload (its *Default* format), `{"type": "PUSH_ARTIFACT", "event_data":
+//!   {"resources": [{"tag", "digest", "resource_url"}], "repository": {"repo_full_name"}}}` —
+//!   the registry host is read from `resource_url` (`harbor.example.com/library/app:v1`); other
+//!   event types (pulls, deletes, scans) announce no push.
 //!
 //! Parsing is strict about the fields it uses and silent about the rest, and a payload that
 //! does not read names the field ([`PayloadError::field`], `events[0].target.repository`), so
@@ -58,14 +62,70 @@ pub fn parse_payload(body: &[u8]) -> Result<Vec<Push>, PayloadError> {
     if let Some(events) = root.get("events") {
         return parse_envelope(events);
     }
+    if root.contains_key("event_data") {
+        return parse_harbor(&root);
+    }
     if root.contains_key("push_data") || root.contains_key("repository") {
         return parse_docker_hub(&root).map(|push| vec![push]);
     }
     Err(invalid(
         "events",
-        "expected a distribution notification envelope ({\"events\": [...]}) or a Docker Hub \
-         push payload ({\"push_data\": ..., \"repository\": ...})",
+        "expected a distribution notification envelope ({\"events\": [...]}), a Docker Hub \
+         push payload ({\"push_data\": ..., \"repository\": ...}) or a Harbor payload \
+         ({\"type\": ..., \"event_data\": ...})",
     ))
+}
+
+/// Harbor's event types that announce a pushed tag: 2.x's, and 1.x's name for the same.
+const HARBOR_PUSH_TYPES: [&str; 2] = ["PUSH_ARTIFACT", "pushImage"];
+
+fn parse_harbor(root: &Map<String, Value>) -> Result<Vec<Push>, PayloadError> {
+    let kind = required_str(root, "type", "")?;
+    if !HARBOR_PUSH_TYPES.contains(&kind) {
+        return Ok(Vec::new());
+    }
+    let data = object(root, "event_data", "")?.ok_or_else(|| invalid("event_data", "is required"))?;
+    let repository = object(data, "repository", "event_data")?
+        .ok_or_else(|| invalid("event_data.repository", "is required"))?;
+    let repository = checked_repository(
+        required_str(repository, "repo_full_name", "event_data.repository")?,
+        "event_data.repository.repo_full_name",
+    )?;
+    let Some(Value::Array(resources)) = data.get("resources") else {
+        return Err(invalid("event_data.resources", "must be an array"));
+    };
+    let mut pushes = Vec::new();
+    for (i, resource) in resources.iter().enumerate() {
+        let at = format!("event_data.resources[{i}]");
+        let Value::Object(resource) = resource else {
+            return Err(invalid(at, "must be an object"));
+        };
+        let Some(tag) = optional_str(resource, "tag", &at)?.filter(|tag| !tag.is_empty()) else {
+            // An artifact pushed by digest only.
+            continue;
+        };
+        let tag = checked_tag(tag, &format!("{at}.tag"))?;
+        let digest = optional_str(resource, "digest", &at)?
+            .map(|digest| Digest::parse(digest).map_err(|e| invalid(format!("{at}.digest"), e.to_string())))
+            .transpose()?;
+        // `harbor.example.com/library/app:v1`, sometimes with a scheme.
+        let registry = optional_str(resource, "resource_url", &at)?.and_then(|url| {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"))
+                .unwrap_or(url);
+            rest.split_once('/')
+                .map(|(host, _)| host.to_owned())
+                .filter(|host| !host.is_empty())
+        });
+        pushes.push(Push {
+            registry,
+            repository: repository.clone(),
+            tag,
+            digest,
+        });
+    }
+    Ok(pushes)
 }
 
 fn parse_envelope(events: &Value) -> Result<Vec<Push>, PayloadError> {

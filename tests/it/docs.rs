@@ -2,7 +2,8 @@
 //! installation at `/docs/`, renders in a real browser (a heading, no error page, its images
 //! loaded), every internal link on it resolves, and nothing is loaded from another origin. The
 //! API reference at `/docs/reference` shows every route of `/api/openapi.json`, and its anchors
-//! exist. The Markdown sources never point outside the repository's docs.
+//! exist. The Markdown sources never point outside the repository's docs; the index links every page,
+//! and the pages cover every topic a user needs (concepts, each registry's webhook, …).
 
 use std::collections::BTreeSet;
 
@@ -125,5 +126,60 @@ fn the_docs_and_the_readme_never_point_outside_the_project() {
                 assert!(!target.starts_with("../"), "{}: link to {target}", file.display());
             }
         }
+    }
+}
+
+#[test]
+fn the_index_links_every_page_and_the_pages_cover_every_topic_a_user_needs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let read =
+        |name: &str| std::fs::read_to_string(root.join(name)).unwrap_or_else(|e| panic!("docs/{name}: {e}"));
+    let pages = docker_watcher::web::ui::docs::page_names();
+    let index = read("index.md");
+    for page in pages.iter().filter(|p| *p != "index.md") {
+        assert!(
+            index.contains(&format!("]({page})")),
+            "the index does not link {page}"
+        );
+    }
+    for page in [
+        "getting-started.md",
+        "install.md",
+        "configuration.md",
+        "configuration-as-code.md",
+        "concepts.md",
+        "webhooks.md",
+        "tls.md",
+        "stale-cleanup.md",
+        "roles-and-tokens.md",
+        "notifications.md",
+        "backups.md",
+        "high-availability.md",
+        "api.md",
+        "troubleshooting.md",
+    ] {
+        assert!(pages.iter().any(|p| p == page), "no page {page}: {pages:?}");
+    }
+    let concepts = read("concepts.md");
+    for topic in [
+        "## Projects",
+        "## Stages",
+        "## Tag policies",
+        "## Instances",
+        "## Strategies",
+        "Accessories",
+        "hooks",
+    ] {
+        assert!(concepts.contains(topic), "concepts.md says nothing under {topic}");
+    }
+    let webhooks = read("webhooks.md");
+    for registry in [
+        "### Distribution",
+        "### Harbor",
+        "### GitLab",
+        "### GitHub Container Registry",
+        "### Docker Hub",
+    ] {
+        assert!(webhooks.contains(registry), "webhooks.md has no {registry}");
     }
 }

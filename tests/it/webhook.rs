@@ -1,6 +1,6 @@
 //! The registry webhook, `POST /api/hooks/registry?token=…`: a distribution registry configured
 //! to notify the app brings a push live without waiting for the stage's (hourly) schedule;
-//! envelopes and Docker Hub payloads are matched to projects by repository and registry; bad
+//! envelopes, Docker Hub and Harbor payloads are matched to projects by repository and registry; bad
 //! tokens are 401 and malformed payloads 400 naming the field, before anything is polled.
 
 use reqwest::StatusCode;
@@ -136,6 +136,65 @@ async fn pushes_are_matched_to_projects_by_repository_and_registry() {
         (status, &body),
         (StatusCode::ACCEPTED, &json!({"matched_projects": [hub_id]}))
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn harbor_artifact_pushes_are_matched_by_repository_and_host_and_its_other_events_ask_for_nothing() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let anonymous = app.anonymous();
+    let repository = unique("dwtest/hook-harbor-");
+    let project_id = create_project(&admin, &format!("{}/{repository}", registry()), json!({})).await;
+    let harbor = |kind: &str, host: &str| {
+        json!({
+            "type": kind, "occur_at": 1_700_000_000, "operator": "ci",
+            "event_data": {
+                "resources": [{"digest": format!("sha256:{}", "c".repeat(64)), "tag": "v3",
+                               "resource_url": format!("{host}/{repository}:v3")}],
+                "repository": {"name": "app", "namespace": "dwtest", "repo_full_name": repository,
+                               "repo_type": "private"}
+            }
+        })
+    };
+    let (status, body) = hook(
+        &anonymous,
+        WEBHOOK_TOKEN,
+        "application/json",
+        &harbor("PUSH_ARTIFACT", &registry()),
+    )
+    .await;
+    assert_eq!(
+        (status, &body),
+        (StatusCode::ACCEPTED, &json!({"matched_projects": [project_id]}))
+    );
+    let (status, body) = hook(
+        &anonymous,
+        WEBHOOK_TOKEN,
+        "application/json",
+        &harbor("PUSH_ARTIFACT", "harbor.example.com"),
+    )
+    .await;
+    assert_eq!(
+        (status, &body),
+        (StatusCode::ACCEPTED, &json!({"matched_projects": []}))
+    );
+    let (status, body) = hook(
+        &anonymous,
+        WEBHOOK_TOKEN,
+        "application/json",
+        &harbor("PULL_ARTIFACT", &registry()),
+    )
+    .await;
+    assert_eq!(
+        (status, &body),
+        (StatusCode::ACCEPTED, &json!({"matched_projects": []}))
+    );
+    let mut bad = harbor("PUSH_ARTIFACT", &registry());
+    bad["event_data"]["resources"][0]["tag"] = json!("not a tag!");
+    let (status, body) = hook(&anonymous, WEBHOOK_TOKEN, "application/json", &bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["field"], "event_data.resources[0].tag", "{body}");
     app.stop().await;
 }
 

@@ -4,8 +4,8 @@
 //! credentials but the installation's webhook token, compared in constant time (401 when missing
 //! or wrong, before the body is looked at). The body is a CNCF distribution notification
 //! envelope (`application/vnd.docker.distribution.events.v1+json`, as the distribution registry
-//! sends it) or a Docker Hub push payload; whatever its content type, it is read as JSON
-//! ([`crate::poll::webhook`]). The pushes are matched to projects by repository (and registry
+//! sends it), a Docker Hub push payload or a Harbor webhook payload; whatever its content
+//! type, it is read as JSON ([`crate::poll::webhook`]). The pushes are matched to projects by repository (and registry
 //! host when the payload names it), each matching project is polled at once in the background,
 //! and the answer is `202 {"matched_projects": [ids]}` without waiting for the polls or deploys.
 //! A malformed payload is a 400 naming the field; a payload that matches nothing is a 202 with an
@@ -71,7 +71,9 @@ async fn hooks_registry_token_get(State(state): State<AppState>, _: Admin) -> Js
 /// Accepts CNCF distribution notification envelopes (`{"events": [{"action": "push",
 /// "target": {"repository", "tag", …}, "request": {"host"}}]}`; pulls and events without a tag
 /// are ignored) and Docker Hub push payloads (`{"push_data": {"tag"}, "repository":
-/// {"repo_name"}}`). Every project whose repository was pushed to is polled now, in the
+/// {"repo_name"}}`) and Harbor payloads (`{"type": "PUSH_ARTIFACT", "event_data": {"resources":
+/// [{"tag", "digest", "resource_url"}], "repository": {"repo_full_name"}}}`; other types are
+/// ignored). Every project whose repository was pushed to is polled now, in the
 /// background; deploys it leads to have the trigger `webhook`.
 #[utoipa::path(
     post,
@@ -79,7 +81,7 @@ async fn hooks_registry_token_get(State(state): State<AppState>, _: Admin) -> Js
     tag = "hooks",
     params(("token" = String, Query, description = "the webhook token (`GET /api/hooks/registry/token`)")),
     request_body(
-        description = "a distribution notification envelope or a Docker Hub push payload",
+        description = "a distribution notification envelope, a Docker Hub push payload or a Harbor payload",
         content(
             (serde_json::Value = "application/vnd.docker.distribution.events.v1+json"),
             (serde_json::Value = "application/json"),
