@@ -79,8 +79,6 @@ pub async fn user_command(
                 )
             };
             let hash = hash_password(&password)?;
-            std::fs::create_dir_all(&config.data_dir)
-                .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
             let store = open_store(config).await?;
             let now = SystemClock.now();
             let user = store
@@ -222,9 +220,8 @@ async fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open(&config.data_dir)
-        .await
-        .with_context(|| format!("opening the store in {}", config.data_dir.display()))
+    // The store's own errors name the file and what to do about it.
+    Ok(Store::open(&config.data_dir).await?)
 }
 
 async fn find_user(store: &Store, username: &Username) -> anyhow::Result<User> {

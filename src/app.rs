@@ -71,8 +71,8 @@ pub struct App {
 impl App {
     /// Builds and starts everything; returns once the listeners are bound.
     pub async fn spawn(config: Config, options: AppOptions) -> anyhow::Result<App> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        // The data dir is created 0700 (or tightened to it) before anything is put in it.
+        let mut tightened = crate::store::files::prepare_data_dir(&config.data_dir)?;
         anyhow::ensure!(
             !config.database_is_postgres(),
             "DOCKER_WATCHER_DATABASE_URL names PostgreSQL, which this version cannot serve from; unset it to use the SQLite store in the data dir"
@@ -80,13 +80,23 @@ impl App {
         // Before the store: a second server, or a restore under way, must not share the data.
         let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
         let clock = options.clock;
-        let store = Store::open(&config.data_dir)
-            .await
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        // The database is created 0600; files found open to other users are tightened, and
+        // said so once the event bus is up.
+        let opened = Store::open_data_dir(&config.data_dir).await?;
+        let store = opened.store;
+        tightened.extend(opened.tightened);
         let installation_id: Arc<str> = store.installation_id().await?.into();
         let secrets = match &config.secret_key {
             Some(key) => SecretBox::from_configured(key),
-            None => SecretBox::from_key_file(&config.data_dir)?,
+            None => {
+                let (secrets, was) = SecretBox::from_key_file(&config.data_dir)?;
+                tightened.extend(was.map(|was| crate::store::files::ModeTightened {
+                    path: config.data_dir.join(SecretBox::KEY_FILE),
+                    was,
+                    now: 0o600,
+                }));
+                secrets
+            }
         };
         // A database restored or moved without its key would fail at the first secret it
         // opens, deep in a deploy; the check value stored on the first start makes it fail here.
@@ -103,6 +113,11 @@ impl App {
         };
         let metrics = Arc::new(Metrics::new());
         let bus = EventBus::new(store.clone(), clock.clone(), metrics.clone());
+        for fixed in &tightened {
+            tracing::warn!("{fixed}");
+            bus.publish(NewEvent::warn(Source::System, fixed.to_string()))
+                .await;
+        }
         let settings = LiveSettings::load(store.clone(), clock.clone()).await?;
         let docker = DockerEngine::connect(config.docker_host.as_deref())?;
         let engine: Arc<dyn ContainerEngine> = Arc::new(docker.clone());

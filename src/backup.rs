@@ -179,12 +179,14 @@ fn check_key(config: &Config, summary: &BackupSummary) -> Result<(), BackupError
     let key_file = config.data_dir.join(SecretBox::KEY_FILE);
     let secrets = match &config.secret_key {
         Some(key) => SecretBox::from_configured(key),
-        None if key_file.exists() => SecretBox::from_key_file(&config.data_dir).map_err(|e| {
-            io(&key_file)(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{e:#}"),
-            ))
-        })?,
+        None if key_file.exists() => SecretBox::from_key_file(&config.data_dir)
+            .map(|(secrets, _)| secrets)
+            .map_err(|e| {
+                io(&key_file)(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{e:#}"),
+                ))
+            })?,
         None => {
             return Err(BackupError::NoKey {
                 data_dir: config.data_dir.clone(),

@@ -3,7 +3,7 @@
 //! characters or any passphrase, stretched with SHA-256) or, when unset, from a key file created
 //! once in the data dir with mode 0600. A sealed value is `nonce ‖ ciphertext`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -59,22 +59,32 @@ impl SecretBox {
         Self::from_key(key)
     }
 
-    /// Reads the key file in `data_dir`, creating it (mode 0600) on first start.
-    pub fn from_key_file(data_dir: &Path) -> anyhow::Result<Self> {
+    /// Reads the key file in `data_dir`, creating it (mode 0600) on first start. A key file
+    /// other users can read is tightened to 0600 and its previous mode returned, so the caller
+    /// can warn about it.
+    pub fn from_key_file(data_dir: &Path) -> Result<(Self, Option<u32>), KeyFileError> {
         let path = data_dir.join(Self::KEY_FILE);
         if path.exists() {
-            let raw =
-                std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let bytes = hex::decode(raw.trim()).with_context(|| format!("{} is not hex", path.display()))?;
-            let key: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("{} must hold 32 bytes as hex", path.display()))?;
-            return Ok(Self::from_key(key));
+            let tightened = make_private(&path).map_err(|source| KeyFileError::Unreadable {
+                path: path.clone(),
+                source,
+            })?;
+            let raw = std::fs::read(&path).map_err(|source| KeyFileError::Unreadable {
+                path: path.clone(),
+                source,
+            })?;
+            let key = std::str::from_utf8(&raw)
+                .ok()
+                .and_then(|text| hex::decode(text.trim()).ok())
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| KeyFileError::NotAKey { path: path.clone() })?;
+            return Ok((Self::from_key(key), tightened));
         }
         let mut key = [0u8; 32];
         rand::rng().fill_bytes(&mut key);
-        write_private(&path, hex::encode(key).as_bytes())?;
-        Ok(Self::from_key(key))
+        write_private(&path, hex::encode(key).as_bytes())
+            .map_err(|source| KeyFileError::Create { path, source })?;
+        Ok((Self::from_key(key), None))
     }
 
     pub fn seal(&self, plaintext: &str) -> SealedSecret {
@@ -120,7 +130,51 @@ impl SecretBox {
     }
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+/// Takes every permission bit for group and others off `path`; returns the mode it had when
+/// there were any.
+fn make_private(path: &Path) -> std::io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let was = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+        if was & 0o077 == 0 {
+            return Ok(None);
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(Some(was))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(None)
+    }
+}
+
+/// The key file cannot be used; each message names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error(
+        "{} does not hold a key (64 hex characters expected). Restore the key file this data dir \
+         was created with, or set DOCKER_WATCHER_SECRET_KEY to its key; if the key is lost, move \
+         the file aside: a new key is made and registry passwords must be entered again",
+        path.display()
+    )]
+    NotAKey { path: PathBuf },
+    #[error(
+        "cannot read the key file {}: {source}. Make it readable (mode 0600) by the user \
+         docker-watcher runs as",
+        path.display()
+    )]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot create the key file {}: {source}. Make the data dir writable by the user \
+         docker-watcher runs as, or set DOCKER_WATCHER_SECRET_KEY",
+        path.display()
+    )]
+    Create { path: PathBuf, source: std::io::Error },
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -129,9 +183,7 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+    let mut file = options.open(path)?;
     file.write_all(contents)?;
     file.sync_all()?;
     Ok(())
@@ -164,9 +216,10 @@ mod tests {
     #[test]
     fn the_key_file_is_created_once_with_private_permissions() {
         let dir = tempfile::tempdir().unwrap();
-        let first = SecretBox::from_key_file(dir.path()).unwrap();
+        let (first, tightened) = SecretBox::from_key_file(dir.path()).unwrap();
+        assert!(tightened.is_none());
         let sealed = first.seal("x");
-        let second = SecretBox::from_key_file(dir.path()).unwrap();
+        let (second, _) = SecretBox::from_key_file(dir.path()).unwrap();
         assert_eq!(second.open(&sealed).unwrap(), "x");
         #[cfg(unix)]
         {
@@ -176,6 +229,41 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_read_is_tightened_and_reported_and_still_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = SecretBox::from_key_file(dir.path()).unwrap();
+        let sealed = first.seal("x");
+        let path = dir.path().join(SecretBox::KEY_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (second, tightened) = SecretBox::from_key_file(dir.path()).unwrap();
+        assert_eq!(tightened, Some(0o644));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(second.open(&sealed).unwrap(), "x");
+    }
+
+    #[test]
+    fn a_key_file_that_is_not_a_key_is_refused_naming_the_file_and_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SecretBox::KEY_FILE);
+        for junk in [
+            &b"hello"[..],
+            b"",
+            &[0xff, 0xfe, 0x00],
+            "ab".repeat(31).as_bytes(),
+        ] {
+            std::fs::write(&path, junk).unwrap();
+            let error = SecretBox::from_key_file(dir.path()).unwrap_err().to_string();
+            assert!(error.contains(&path.display().to_string()), "{error}");
+            assert!(error.contains("Restore the key file"), "{error}");
         }
     }
 }

@@ -7,6 +7,7 @@
 //! never race a look-up against an insert.
 //!
 //! # Layout
+//! - [`files`]: the data dir's files kept private; an unusable database told plainly.
 //! - [`installation`]: the installation id and generated secrets (`installation`, `meta`).
 //! - [`users`]: users, API tokens, sessions.
 //! - [`projects`], [`stages`]: configuration; [`hostnames`]: the claims that keep a routed
@@ -21,6 +22,7 @@
 pub mod backup;
 pub mod deployments;
 pub mod events;
+pub mod files;
 pub mod hostnames;
 pub mod installation;
 pub mod instances;
@@ -56,9 +58,29 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database file cannot be used as it is; the message says what to do.
+    #[error("{}: {problem}", path.display())]
+    Unusable {
+        path: std::path::PathBuf,
+        problem: files::UnusableDatabase,
+    },
+    /// The data dir or one of its files could not be created or made private.
+    #[error("{}: {source}", path.display())]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A store just opened, and the data dir's files that were open to other users and are not any
+/// more (to be reported: someone may have read them).
+#[derive(Debug)]
+pub struct Opened {
+    pub store: Store,
+    pub tightened: Vec<files::ModeTightened>,
+}
 
 /// A handle on the database; cheap to clone.
 #[derive(Debug, Clone)]
@@ -72,10 +94,27 @@ impl Store {
 
     /// Opens (creating if needed) the database in `data_dir` and applies pending migrations.
     pub async fn open(data_dir: &Path) -> StoreResult<Store> {
-        Self::open_file(&data_dir.join(Self::FILE_NAME)).await
+        Ok(Self::open_data_dir(data_dir).await?.store)
+    }
+
+    /// Opens the database in `data_dir` like [`Store::open`], creating the data dir 0700 and the
+    /// database 0600 first, and reports the files it found open to other users and tightened.
+    pub async fn open_data_dir(data_dir: &Path) -> StoreResult<Opened> {
+        let mut tightened = files::prepare_data_dir(data_dir)?;
+        let file = data_dir.join(Self::FILE_NAME);
+        tightened.extend(files::prepare_database_files(&file)?);
+        let store = Self::open_file(&file).await?;
+        Ok(Opened { store, tightened })
     }
 
     pub async fn open_file(path: &Path) -> StoreResult<Store> {
+        let unusable = |error: sqlx::Error| match files::UnusableDatabase::classify(&error) {
+            Some(problem) => StoreError::Unusable {
+                path: path.to_owned(),
+                problem,
+            },
+            None => StoreError::Database(error),
+        };
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -91,8 +130,21 @@ impl Store {
             .max_connections(8)
             .min_connections(1)
             .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
+            .await
+            .map_err(unusable)?;
+        MIGRATOR.run(&pool).await.map_err(|error| match error {
+            sqlx::migrate::MigrateError::Execute(error) => unusable(error),
+            other => StoreError::Migrate(other),
+        })?;
+        // A database opened read-only (its file not writable, a read-only mount) reads fine and
+        // would fail on the first write, deep in some request: find out now. Taking the write
+        // lock is enough, and writes nothing.
+        let probe = async {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::query("DELETE FROM meta WHERE 0").execute(&mut *tx).await?;
+            tx.rollback().await
+        };
+        probe.await.map_err(unusable)?;
         Ok(Store { pool })
     }
 

@@ -95,6 +95,18 @@ impl TestApp {
         self.app = Some(app);
     }
 
+    /// Stops the app, runs `between` (to change its files), and starts it again on the same
+    /// data dir.
+    pub async fn restart_with(&mut self, between: impl FnOnce()) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+        between();
+        let app = start(&self.data_dir, &self.clock, &*self.configure).await;
+        self.base_url = format!("http://{}", app.api_addr());
+        self.app = Some(app);
+    }
+
     /// A client without credentials.
     pub fn anonymous(&self) -> ApiClient {
         ApiClient::new(&self.base_url, Auth::None)

@@ -28,6 +28,7 @@ mod registry;
 mod settings;
 mod stages;
 mod stale;
+mod startup;
 mod sync;
 mod systemd;
 mod testenv;
