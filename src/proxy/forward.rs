@@ -30,7 +30,7 @@ use super::headers;
 use super::pages::{self, Page};
 use super::upstream::{Connector, Exchange, Outgoing, OutgoingBody, UpstreamFailure, WorkerPool};
 use crate::clock::SharedClock;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::routes::{ConnectionGuard, Route, RouteTable, RouteTarget};
 
 /// Response bodies up to this size are copied behind their head and go out in one write.
@@ -175,11 +175,13 @@ impl Forwarder {
             return page_answer.page(conn, page).await;
         }
         let guard = RequestGuard::new(metrics.open(), drain);
-        let (status, latency, keep_alive) = self
-            .forward(connection, conn, &head, &checked, &route, answer, guard, started)
-            .await;
-        metrics.record(status.as_u16(), latency, arrived);
-        keep_alive
+        let record = Recorder {
+            metrics: &metrics,
+            started,
+            arrived,
+        };
+        self.forward(connection, conn, &head, &checked, &route, answer, guard, &record)
+            .await
     }
 
     /// The route for `host` and, for an instance, a guard that counts this request against its
@@ -211,8 +213,9 @@ impl Forwarder {
         Some((route, guard))
     }
 
-    /// Sends the request upstream and the answer back; its status, the time to its head,
-    /// and whether the client connection stays open.
+    /// Sends the request upstream and the answer back, recording its status and the time to
+    /// its head before anything of the answer is written (so whoever reads the metrics after
+    /// the answer sees it counted); whether the client connection stays open.
     #[allow(clippy::too_many_arguments)]
     async fn forward<I>(
         &self,
@@ -223,8 +226,8 @@ impl Forwarder {
         route: &Route,
         mut answer: Answer,
         guard: RequestGuard,
-        started: Instant,
-    ) -> (StatusCode, Duration, bool)
+        record: &Recorder<'_>,
+    ) -> bool
     where
         I: ClientIo,
     {
@@ -240,7 +243,8 @@ impl Forwarder {
         {
             conn.out().extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
             if conn.flush_out().await.is_err() {
-                return (StatusCode::BAD_REQUEST, started.elapsed(), false);
+                record.status(StatusCode::BAD_REQUEST);
+                return false;
             }
         }
         // A small body is read whole before an upstream connection is taken: a slow client
@@ -260,12 +264,13 @@ impl Forwarder {
                     BodyError::Malformed => pages::malformed(),
                     BodyError::Io(error) => {
                         tracing::debug!(%error, "a client broke off in the middle of a request body");
-                        return (StatusCode::BAD_REQUEST, started.elapsed(), false);
+                        record.status(StatusCode::BAD_REQUEST);
+                        return false;
                     }
                 };
-                let status = page.status;
+                record.status(page.status);
                 answer.closing().page(conn, page).await;
-                return (status, started.elapsed(), false);
+                return false;
             }
         };
         // A buffered body goes upstream with its length, whatever its framing from the client.
@@ -338,9 +343,8 @@ impl Forwarder {
                     self.metrics.proxy.upstream_error(&route.hostname, failure.kind());
                 }
                 let page = failure.page();
-                let status = page.status;
-                let keep_alive = answer.page(conn, page).await;
-                return (status, started.elapsed(), keep_alive);
+                record.status(page.status);
+                return answer.page(conn, page).await;
             }
         };
         if response.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -349,8 +353,8 @@ impl Forwarder {
                 self.metrics
                     .proxy
                     .upstream_error(&route.hostname, UpstreamFailure::Broken.kind());
-                let keep_alive = answer.closing().page(conn, pages::bad_gateway()).await;
-                return (StatusCode::BAD_GATEWAY, started.elapsed(), keep_alive);
+                record.status(StatusCode::BAD_GATEWAY);
+                return answer.closing().page(conn, pages::bad_gateway()).await;
             };
             codec::write_client_head(
                 conn.out(),
@@ -358,9 +362,9 @@ impl Forwarder {
                 ClientFraming::NoBody,
                 ClientConnection::Upgrade(protocol),
             );
-            let latency = started.elapsed();
+            record.status(response.status);
             self.tunnel(conn, exchange, guard).await;
-            return (response.status, latency, false);
+            return false;
         }
         let client_framing = match exchange.framing() {
             ResponseFraming::Empty => ClientFraming::NoBody,
@@ -375,11 +379,11 @@ impl Forwarder {
             answer = answer.closing();
         }
         codec::write_client_head(conn.out(), &response, client_framing, answer.connection());
-        let latency = started.elapsed();
+        record.status(response.status);
         let complete = self
             .stream_body(conn, exchange, client_framing, &connection.upstream, guard)
             .await;
-        (response.status, latency, complete && answer.keep_alive)
+        complete && answer.keep_alive
     }
 
     /// Streams the response body behind its head (already in `conn.out`): small pieces are
@@ -496,6 +500,21 @@ impl Forwarder {
             conn.buf.clear();
         }
         pipe(&mut conn.io, &mut upstream, self.options.idle_timeout).await;
+    }
+}
+
+/// Records one forwarded request in its route's metrics: its status and the time from its
+/// arrival to the moment its answer's head was ready.
+struct Recorder<'a> {
+    metrics: &'a RouteMetrics,
+    started: Instant,
+    arrived: i64,
+}
+
+impl Recorder<'_> {
+    fn status(&self, status: StatusCode) {
+        self.metrics
+            .record(status.as_u16(), self.started.elapsed(), self.arrived);
     }
 }
 
