@@ -71,7 +71,7 @@ pub struct EventStreamParams {
         ("Last-Event-ID" = Option<i64>, Header, description = "Replay the stored events after this id, then go live"),
     ),
     responses(
-        (status = 200, content_type = "text/event-stream", body = Event, description = "a stream of `event` messages whose data is an Event"),
+        (status = 200, content_type = "text/event-stream", body = String, description = "the stream itself: `event` messages whose `data` is an Event as JSON"),
         (status = 400, body = ErrorBody, description = "a bad `all`, `last_event_id` or `Last-Event-ID`"),
         (status = 401, body = ErrorBody),
     ),

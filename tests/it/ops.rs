@@ -65,6 +65,26 @@ async fn metrics_are_prometheus_text_and_count_requests_by_route() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn the_openapi_document_gives_the_content_types_metrics_and_the_event_stream_answer_with() {
+    let app = spawn_app().await;
+    let (_, doc) = app.anonymous().get("/api/openapi.json").await;
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap();
+    let served = metrics.headers()["content-type"].to_str().unwrap().to_owned();
+    let documented = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+        .as_object()
+        .expect("a documented /metrics body");
+    assert_eq!(documented.keys().collect::<Vec<_>>(), vec![&served], "{doc}");
+
+    // The stream is described as what it is, text, not as one of the events it carries.
+    let stream = &doc["paths"]["/api/events/stream"]["get"]["responses"]["200"]["content"];
+    assert_eq!(
+        stream["text/event-stream"]["schema"]["type"], "string",
+        "{stream}"
+    );
+    app.stop().await;
+}
+
 /// Every route of SPEC.md §5 that exists so far, as (method, path).
 const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
