@@ -44,10 +44,10 @@ pub struct EventLogParams {
     /// Only events about this project.
     #[param(value_type = Option<i64>, minimum = 1)]
     pub project_id: Option<String>,
-    /// Only events at or after this time (RFC 3339).
+    /// Only events at or after this time (RFC 3339; an empty value is refused).
     #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<String>,
-    /// Only events at or before this time (RFC 3339).
+    /// Only events at or before this time (RFC 3339; an empty value is refused).
     #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<String>,
     /// The page, from 1 (the default).
@@ -68,11 +68,17 @@ impl EventLogParams {
             project_id: present(self.project_id.as_deref())
                 .map(|raw| positive("project_id", raw))
                 .transpose()?,
-            since: present(self.since.as_deref())
-                .map(|raw| time("since", raw))
+            // A time sent empty is not a time: refused, as the document's `date-time` says.
+            since: self
+                .since
+                .as_deref()
+                .map(|raw| time("since", raw.trim()))
                 .transpose()?,
-            until: present(self.until.as_deref())
-                .map(|raw| time("until", raw))
+            // A time sent empty is not a time: refused, as the document's `date-time` says.
+            until: self
+                .until
+                .as_deref()
+                .map(|raw| time("until", raw.trim()))
                 .transpose()?,
             page: present(self.page.as_deref())
                 .map(|raw| in_range("page", raw, 1, u32::MAX))
