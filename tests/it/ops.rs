@@ -66,6 +66,34 @@ async fn metrics_are_prometheus_text_and_count_requests_by_route() {
 }
 
 #[tokio::test]
+async fn every_operation_that_takes_only_json_documents_the_415_a_body_of_another_type_gets() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let (_, doc) = app.anonymous().get("/api/openapi.json").await;
+    let mut json_only = 0;
+    for (path, operations) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in operations.as_object().expect("operations") {
+            let Some(content) = operation["requestBody"]["content"].as_object() else {
+                continue;
+            };
+            if content.keys().ne(["application/json"].iter()) {
+                continue;
+            }
+            json_only += 1;
+            assert!(
+                operation["responses"]["415"].is_object(),
+                "{method} {path} takes JSON but does not document 415"
+            );
+        }
+    }
+    assert!(json_only >= 10, "only {json_only} JSON operations found");
+    // And it is what the server answers, e.g. to a token request sent as text.
+    let (status, body) = admin.post_raw("/api/tokens", "text/plain", "name=ci").await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_openapi_document_gives_the_content_types_metrics_and_the_event_stream_answer_with() {
     let app = spawn_app().await;
     let (_, doc) = app.anonymous().get("/api/openapi.json").await;

@@ -80,6 +80,7 @@ pub struct MeResponse {
         (status = 200, body = LoginResponse, description = "logged in",
             headers(("set-cookie" = String, description = "the `dw_session` cookie"))),
         (status = 400, body = ErrorBody, description = "a field is missing or of the wrong type"),
+        (status = 415, body = ErrorBody, description = "the body is not JSON"),
         (status = 401, body = ErrorBody, description = "wrong username or password"),
         (status = 429, body = ErrorBody, description = "too many failed attempts",
             headers(("retry-after" = u64, description = "seconds to wait"))),

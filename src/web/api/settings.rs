@@ -73,6 +73,7 @@ async fn settings_get(_: Viewer, State(state): State<AppState>) -> Json<Map<Stri
     responses(
         (status = 200, body = SettingsDocument),
         (status = 400, body = ErrorBody, description = "an unknown key or a bad value, named in `error.field`; nothing changed"),
+        (status = 415, body = ErrorBody, description = "the body is not JSON"),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "not an admin"),
     ),

@@ -101,6 +101,7 @@ async fn tokens_get(State(state): State<AppState>, caller: Viewer) -> WebResult<
     responses(
         (status = 201, body = CreatedToken, description = "created; keep the token, it is not shown again"),
         (status = 400, body = ErrorBody, description = "the name is invalid"),
+        (status = 415, body = ErrorBody, description = "the body is not JSON"),
         (status = 401, body = ErrorBody, description = "not logged in"),
         (status = 403, body = ErrorBody, description = "the CSRF token is missing or wrong"),
     ),

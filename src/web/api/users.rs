@@ -114,6 +114,7 @@ async fn users_get(State(state): State<AppState>, _: Admin) -> WebResult<Json<Us
     responses(
         (status = 201, body = UserView, description = "created"),
         (status = 400, body = ErrorBody, description = "a field is invalid; `field` names it"),
+        (status = 415, body = ErrorBody, description = "the body is not JSON"),
         (status = 401, body = ErrorBody, description = "not logged in"),
         (status = 403, body = ErrorBody, description = "not an admin"),
         (status = 409, body = ErrorBody, description = "the username is taken"),
@@ -167,6 +168,7 @@ pub(crate) async fn users_post(
     responses(
         (status = 200, body = UserView, description = "updated"),
         (status = 400, body = ErrorBody, description = "a field is invalid; `field` names it"),
+        (status = 415, body = ErrorBody, description = "the body is not JSON"),
         (status = 401, body = ErrorBody, description = "not logged in"),
         (status = 403, body = ErrorBody, description = "not an admin"),
         (status = 404, body = ErrorBody, description = "no such user"),
