@@ -29,8 +29,11 @@ use super::codec::{self, ChunkedDecoder, CodecError, Decoded, RequestFraming, Re
 /// Room made in a connection's read buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// Room made for a large body still to come: fewer, larger reads.
+const LARGE_READ: usize = 64 * 1024;
+
 /// Buffers larger than this are not kept in the pool.
-const MAX_POOLED_BUFFER: usize = 128 * 1024;
+const MAX_POOLED_BUFFER: usize = 32 * 1024;
 
 /// A client socket: what the connection needs beyond reading and writing.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {
@@ -205,7 +208,7 @@ where
         }
         let room = self.buf.capacity() - self.buf.len();
         let need = match want > READ_CHUNK {
-            true => want.min(MAX_POOLED_BUFFER),
+            true => want.min(LARGE_READ),
             false => READ_CHUNK / 4,
         };
         if room < need {
@@ -358,7 +361,7 @@ where
                 }
                 // A large body is coming: read it in large pieces.
                 BodyState::Length(remaining) => {
-                    usize::try_from(*remaining).unwrap_or(usize::MAX).min(64 * 1024)
+                    usize::try_from(*remaining).unwrap_or(usize::MAX).min(LARGE_READ)
                 }
                 BodyState::Chunked(decoder) => match decoder.decode(buf) {
                     Ok(Decoded::Data(data)) => {

@@ -23,7 +23,7 @@ use super::server;
 
 /// Read and write buffers each worker keeps for its connections to take; beyond these, a
 /// buffer given back is freed.
-const BUFFERS_KEPT: usize = 256;
+const BUFFERS_KEPT: usize = 64;
 
 /// How long a client has to complete a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
