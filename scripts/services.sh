@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Dev and CI services for docker-watcher's tests (SPEC §10): a Docker engine (Debian `docker.io`)
 # and two CNCF distribution registries (Debian `docker-registry`) on loopback — an anonymous one on
-# 127.0.0.1:5000 and one behind htpasswd basic auth on 127.0.0.1:5001. Installs what is missing,
+# 127.0.0.1:5000 and one behind htpasswd basic auth on 127.0.0.1:5001 — and an SMTP server for the
+# email notifications (Debian `python3-aiosmtpd`, scripts/smtp-test-server.py) with a STARTTLS
+# listener on 127.0.0.1:47025 and an implicit-TLS one on 127.0.0.1:47465, both requiring a login,
+# with a test CA of its own, delivering into a maildir. Installs what is missing,
 # starts what is not answering, leaves alone what already works, so it is cheap to run before
 # every test run.
 #
@@ -11,6 +14,7 @@
 #
 # Knobs (environment): DW_DEV_STATE_DIR (default /var/lib/docker-watcher-dev: logs, pid files,
 # registry configs and storage), DW_TEST_REGISTRY_PORT (5000), DW_TEST_AUTH_REGISTRY_PORT (5001),
+# DW_TEST_SMTP_STARTTLS_PORT (47025), DW_TEST_SMTP_TLS_PORT (47465),
 # DW_DOCKERD_FLAGS (extra dockerd flags, e.g. `--storage-driver=vfs` where overlayfs is unavailable).
 # The same values are written to $DW_DEV_STATE_DIR/env. scripts/stop-services.sh undoes it.
 
@@ -38,6 +42,10 @@ REGISTRY_PORT=${DW_TEST_REGISTRY_PORT:-5000}
 AUTH_REGISTRY_PORT=${DW_TEST_AUTH_REGISTRY_PORT:-5001}
 AUTH_USER=dwtest
 AUTH_PASSWORD=dwtest-secret
+SMTP_STARTTLS_PORT=${DW_TEST_SMTP_STARTTLS_PORT:-47025}
+SMTP_TLS_PORT=${DW_TEST_SMTP_TLS_PORT:-47465}
+SMTP_USER=dwtest
+SMTP_PASSWORD=dwtest-smtp-secret
 export DEBIAN_FRONTEND=noninteractive
 # needrestart (when installed) would otherwise list or even restart services after apt-get.
 export NEEDRESTART_SUSPEND=1
@@ -145,6 +153,9 @@ ensure_packages() {
     package_installed chromium-driver || command -v chromedriver >/dev/null || missing+=(chromium-driver)
     # tests/it/systemd.rs checks dist/docker-watcher.service with systemd-analyze.
     command -v systemd-analyze >/dev/null || missing+=(systemd)
+    # Email notifications are tested against aiosmtpd, with certificates made by openssl.
+    package_installed python3-aiosmtpd || missing+=(python3-aiosmtpd)
+    package_installed openssl || command -v openssl >/dev/null || missing+=(openssl)
 
     if ((${#missing[@]} == 0)); then
         log "packages: all present"
@@ -359,6 +370,70 @@ ensure_registries() {
     ensure_registry auth-registry "$AUTH_REGISTRY_PORT" "$dir/config.yml" "$AUTH_USER:$AUTH_PASSWORD" "$changed"
 }
 
+# --- SMTP server ---------------------------------------------------------------------------------
+
+# Whether something answers SMTP (a 220 greeting) on 127.0.0.1:$1; with $2, over TLS.
+smtp_answers() {
+    local greeting
+    if [[ -n ${2:-} ]]; then
+        greeting=$(timeout 5 openssl s_client -connect "127.0.0.1:$1" -quiet </dev/null 2>/dev/null) || true
+    else
+        greeting=$(timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$1"'; head -c 3 <&3' 2>/dev/null) || true
+    fi
+    [[ $greeting == 220* ]]
+}
+
+# A CA of the tests' own and a certificate for 127.0.0.1 / localhost signed by it, made once.
+smtp_certificates() {
+    local dir=$1
+    [[ -s $dir/ca.pem && -s $dir/server.pem && -s $dir/server.key ]] && return 0
+    log "smtp: making a test CA and a server certificate in $dir"
+    (
+        umask 077
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=docker-watcher test CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+            -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$dir/server.ext"
+        openssl x509 -req -days 3650 -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+            -CAcreateserial -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
+    ) || die "smtp: could not make the test certificates"
+    chmod 644 "$dir/ca.pem"
+}
+
+ensure_smtp() {
+    local dir=$STATE_DIR/smtp pid_file=$STATE_DIR/smtp.pid log_file=$STATE_DIR/smtp.log
+    mkdir -p "$dir/maildir/new" "$dir/maildir/cur" "$dir/maildir/tmp"
+    smtp_certificates "$dir"
+    # Mails of earlier runs are of no use to anyone.
+    find "$dir/maildir" -type f -mmin +1440 -delete 2>/dev/null || true
+    if pid_file_is_live "$pid_file" python3 && smtp_answers "$SMTP_STARTTLS_PORT" && smtp_answers "$SMTP_TLS_PORT" tls; then
+        log "smtp: already answering on 127.0.0.1:$SMTP_STARTTLS_PORT (STARTTLS) and :$SMTP_TLS_PORT (TLS)"
+        return
+    fi
+    pid_file_is_live "$pid_file" python3 && stop_pid_file "$pid_file" 10 python3
+    local port
+    for port in "$SMTP_STARTTLS_PORT" "$SMTP_TLS_PORT"; do
+        port_in_use "$port" && die "port 127.0.0.1:$port is taken by something that is not our SMTP server; free it or set DW_TEST_SMTP_*_PORT"
+    done
+    start_detached "$log_file" "$pid_file" /usr/bin/python3 "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/smtp-test-server.py" \
+        "$dir/maildir" "$dir/server.pem" "$dir/server.key" "$SMTP_STARTTLS_PORT" "$SMTP_TLS_PORT" "$SMTP_USER" "$SMTP_PASSWORD"
+    local deadline=$((SECONDS + 20))
+    until smtp_answers "$SMTP_STARTTLS_PORT" && smtp_answers "$SMTP_TLS_PORT" tls; do
+        if ! pid_file_is_live "$pid_file" python3; then
+            show_log_tail "$log_file"
+            die "the SMTP server exited during start-up"
+        fi
+        if ((SECONDS >= deadline)); then
+            show_log_tail "$log_file"
+            die "the SMTP server does not answer after 20 s"
+        fi
+        sleep 0.2
+    done
+    log "smtp: started on 127.0.0.1:$SMTP_STARTTLS_PORT (STARTTLS) and :$SMTP_TLS_PORT (TLS) (pid $(<"$pid_file"), log $log_file)"
+}
+
 # --- Environment for the tests -------------------------------------------------------------------
 
 write_env() {
@@ -368,6 +443,11 @@ write_env() {
         printf 'export DW_TEST_AUTH_REGISTRY=%q\n' "127.0.0.1:$AUTH_REGISTRY_PORT"
         printf 'export DW_TEST_AUTH_REGISTRY_USER=%q\n' "$AUTH_USER"
         printf 'export DW_TEST_AUTH_REGISTRY_PASSWORD=%q\n' "$AUTH_PASSWORD"
+        printf 'export DW_TEST_SMTP_DIR=%q\n' "$STATE_DIR/smtp"
+        printf 'export DW_TEST_SMTP_STARTTLS=%q\n' "127.0.0.1:$SMTP_STARTTLS_PORT"
+        printf 'export DW_TEST_SMTP_TLS=%q\n' "127.0.0.1:$SMTP_TLS_PORT"
+        printf 'export DW_TEST_SMTP_USER=%q\n' "$SMTP_USER"
+        printf 'export DW_TEST_SMTP_PASSWORD=%q\n' "$SMTP_PASSWORD"
     )
     write_if_changed "$STATE_DIR/env" "$env" 644 || true
     printf '%s\n' "$env"
@@ -390,6 +470,7 @@ main() {
     ensure_packages
     ensure_dockerd
     ensure_registries
+    ensure_smtp
     write_env
 }
 

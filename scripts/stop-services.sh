@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stops what scripts/services.sh started — the two registries and, if it started one, dockerd —
+# Stops what scripts/services.sh started — the two registries, the SMTP server and, if it started
+# one, dockerd —
 # found by the pid files in its state directory. A dockerd or registry started any other way (by
 # hand, by systemd) is left alone: this only undoes our own work. For developers; CI never stops.
 #
@@ -54,11 +55,12 @@ stop_one() {
 
 stop_one registry "$STATE_DIR/registry.pid" docker-registry 10
 stop_one auth-registry "$STATE_DIR/auth-registry.pid" docker-registry 10
+stop_one smtp "$STATE_DIR/smtp.pid" python3 10
 if [[ -z $keep_dockerd ]]; then
     # dockerd stops its running containers on TERM (10 s each, in parallel) before it exits.
     stop_one dockerd "$STATE_DIR/dockerd.pid" dockerd 60
 fi
 if [[ -n $purge ]]; then
-    rm -rf "$STATE_DIR/registry" "$STATE_DIR/auth-registry" "$STATE_DIR"/*.log "$STATE_DIR"/*.log.1
+    rm -rf "$STATE_DIR/registry" "$STATE_DIR/auth-registry" "$STATE_DIR/smtp" "$STATE_DIR"/*.log "$STATE_DIR"/*.log.1
     log "purged registry storage and logs under $STATE_DIR"
 fi

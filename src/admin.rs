@@ -172,6 +172,63 @@ pub async fn token_command(
             store.close().await;
             Ok(())
         }
+        TokenCommand::List { user } => {
+            let store = open_existing_store(config).await?;
+            let users = match user {
+                Some(user) => vec![find_user(&store, &parse_username(&user).context("--user")?).await?],
+                None => store.list_users().await.context("listing users")?,
+            };
+            let mut rows = Vec::new();
+            for user in &users {
+                for token in store.list_tokens(user.id).await.context("listing tokens")? {
+                    rows.push(vec![
+                        token.id.to_string(),
+                        user.username.to_string(),
+                        token.name,
+                        crate::clock::format_time(token.created_at),
+                        token
+                            .last_used_at
+                            .map_or_else(|| "never".to_owned(), crate::clock::format_time),
+                    ]);
+                }
+            }
+            console
+                .output
+                .write_all(text_table(&["ID", "USER", "NAME", "CREATED", "LAST USED"], &rows).as_bytes())?;
+            store.close().await;
+            Ok(())
+        }
+        TokenCommand::Revoke { user, id } => {
+            let username = parse_username(&user).context("--user")?;
+            let store = open_existing_store(config).await?;
+            let user = find_user(&store, &username).await?;
+            let tokens = store.list_tokens(user.id).await.context("listing tokens")?;
+            let Some(token) = tokens.into_iter().find(|t| t.id == id) else {
+                bail!(
+                    "'{username}' has no token with id {id} (see `docker-watcher token list --user {username}`)"
+                );
+            };
+            store
+                .delete_token(user.id, id)
+                .await
+                .context("revoking the token")?;
+            record(
+                &store,
+                format!(
+                    "revoked API token '{}' of '{}' from the command line",
+                    token.name, user.username
+                ),
+                &user,
+            )
+            .await;
+            writeln!(
+                console.messages,
+                "revoked token {id} ('{}') of '{}'",
+                token.name, user.username
+            )?;
+            store.close().await;
+            Ok(())
+        }
     }
 }
 
@@ -249,10 +306,10 @@ async fn record(store: &Store, message: String, user: &User) {
 
 /// The users as an aligned text table.
 fn user_table(users: &[User]) -> String {
-    let rows: Vec<[String; 4]> = users
+    let rows: Vec<Vec<String>> = users
         .iter()
         .map(|u| {
-            [
+            vec![
                 u.id.to_string(),
                 u.username.to_string(),
                 u.role.to_string(),
@@ -260,18 +317,23 @@ fn user_table(users: &[User]) -> String {
             ]
         })
         .collect();
-    let header = ["ID", "USERNAME", "ROLE", "CREATED"].map(str::to_owned);
-    let mut widths = header.each_ref().map(String::len);
-    for row in &rows {
+    text_table(&["ID", "USERNAME", "ROLE", "CREATED"], &rows)
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut table = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in std::iter::once(&header).chain(rows) {
         let cells: Vec<String> = row
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
         table.push_str(cells.join("  ").trim_end());
@@ -506,5 +568,69 @@ mod tests {
             token(&config, nobody).await.unwrap_err().to_string(),
             "no user named 'gil'"
         );
+    }
+
+    #[tokio::test]
+    async fn tokens_are_listed_without_their_secret_and_a_revoked_one_stops_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::for_data_dir(dir.path());
+        user(&config, add("hal", "member", true), "").await.unwrap();
+        user(&config, add("ida", "viewer", true), "").await.unwrap();
+        let create = |user: &str, name: &str| TokenCommand::Create {
+            user: user.into(),
+            name: name.into(),
+        };
+        let ci = token(&config, create("hal", "ci"))
+            .await
+            .unwrap()
+            .stdout()
+            .trim_end()
+            .to_owned();
+        token(&config, create("ida", "laptop")).await.unwrap();
+
+        let all = token(&config, TokenCommand::List { user: None })
+            .await
+            .unwrap()
+            .stdout();
+        let lines: Vec<&str> = all.lines().collect();
+        assert!(lines[0].starts_with("ID  USER  NAME    CREATED"), "{all}");
+        assert!(
+            lines[1].starts_with("1   hal   ci      20") && lines[1].ends_with("never"),
+            "{all}"
+        );
+        assert!(lines[2].starts_with("2   ida   laptop"), "{all}");
+        assert!(!all.contains(&ci), "a token is shown again");
+        let hal = token(
+            &config,
+            TokenCommand::List {
+                user: Some("hal".into()),
+            },
+        )
+        .await
+        .unwrap()
+        .stdout();
+        assert_eq!(hal.lines().count(), 2, "{hal}");
+
+        let wrong_owner = TokenCommand::Revoke {
+            user: "ida".into(),
+            id: 1,
+        };
+        let err = token(&config, wrong_owner).await.unwrap_err().to_string();
+        assert!(err.starts_with("'ida' has no token with id 1"), "{err}");
+        let revoke = TokenCommand::Revoke {
+            user: "hal".into(),
+            id: 1,
+        };
+        let run = token(&config, revoke).await.unwrap();
+        assert!(String::from_utf8_lossy(&run.messages).contains("revoked token 1 ('ci') of 'hal'"));
+        let store = Store::open(&config.data_dir).await.unwrap();
+        assert!(
+            store
+                .find_user_by_token_hash(&hash_token(&ci), SystemClock.now())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store.close().await;
     }
 }

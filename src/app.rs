@@ -1,6 +1,7 @@
 //! The composition root: the only module that knows every other. [`App::spawn`] opens the store,
-//! loads settings and secrets, connects to Docker, bootstraps the first admin, binds the
-//! listeners, and starts every background task under one cancellation token; the returned
+//! loads settings and secrets, connects to Docker, binds the listeners, bootstraps the first
+//! admin (last, so a start that fails never creates it), and starts every background task
+//! under one cancellation token; the returned
 //! [`App`] exposes the bound addresses (so tests can use port 0) and stops everything in order.
 
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::rate_limit::LoginRateLimiter;
+use crate::auth::webhook_token::WebhookToken;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::data_dir::DataDirLock;
@@ -22,6 +24,7 @@ use crate::domain::event::{NewEvent, Source};
 use crate::domain::user::{Password, Role, Username};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
+use crate::notify::{Notifier, NotifierOptions};
 use crate::poll::{Poller, PollerParts};
 use crate::registry::{RegistryClient, RegistryClientConfig};
 use crate::routes::RouteTable;
@@ -39,16 +42,19 @@ const FIRST_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6
 /// The `meta` key of the secret key's check value ([`SecretBox::key_check_value`]).
 pub const KEY_CHECK_META: &str = "secret_key_check";
 
-/// What can be swapped when the app is embedded (tests inject a movable clock).
+/// What can be swapped when the app is embedded (tests inject a movable clock and shorten the
+/// notifier's retry backoff).
 #[derive(Debug, Clone)]
 pub struct AppOptions {
     pub clock: SharedClock,
+    pub notifier: NotifierOptions,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
         Self {
             clock: Arc::new(SystemClock),
+            notifier: NotifierOptions::default(),
         }
     }
 }
@@ -79,7 +85,7 @@ impl App {
         );
         // Before the store: a second server, or a restore under way, must not share the data.
         let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
-        let clock = options.clock;
+        let clock = options.clock.clone();
         // The database is created 0600; files found open to other users are tightened, and
         // said so once the event bus is up.
         let opened = Store::open_data_dir(&config.data_dir).await?;
@@ -104,15 +110,18 @@ impl App {
             .meta_get_or_insert(KEY_CHECK_META, &secrets.key_check_value())
             .await?;
         secrets.verify_key_check(&key_check)?;
-        let webhook_token: Arc<str> = match &config.webhook_token {
-            Some(token) => token.as_str().into(),
-            None => store
-                .meta_get_or_insert("webhook_token", &crate::auth::random_secret())
-                .await?
-                .into(),
-        };
+        let webhook_token = WebhookToken::load(store.clone(), config.webhook_token.as_deref()).await?;
         let metrics = Arc::new(Metrics::new());
         let bus = EventBus::new(store.clone(), clock.clone(), metrics.clone());
+        // Tapped before anything publishes, so every event of this run can be notified.
+        let notification_tap = bus.tap();
+        let notifier = Notifier::new(
+            store.clone(),
+            secrets.clone(),
+            clock.clone(),
+            metrics.clone(),
+            options.notifier.clone(),
+        )?;
         for fixed in &tightened {
             tracing::warn!("{fixed}");
             bus.publish(NewEvent::warn(Source::System, fixed.to_string()))
@@ -140,9 +149,12 @@ impl App {
             },
             DeployerOptions::default(),
         )?;
-        let generated_admin_password = bootstrap_admin(&store, &bus, &config, &clock).await?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        notifier
+            .start(notification_tap, &tasks, shutdown.clone())
+            .await
+            .context("starting the notifier")?;
         let scheduler = Scheduler::new(tasks.clone(), clock.clone(), shutdown.clone());
         // Docker sync before anything can deploy (the poller and the API come after): it
         // recovers deploys a crash interrupted and reconciles every instance first. An engine
@@ -204,9 +216,15 @@ impl App {
             shutdown.clone(),
         );
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding the API listener on {}", config.listen))?;
+        let listener = match TcpListener::bind(config.listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                shutdown.cancel();
+                return Err(
+                    anyhow::Error::new(e).context(format!("binding the API listener on {}", config.listen))
+                );
+            }
+        };
         let api_addr = listener.local_addr()?;
         // The proxy is bound before the state is built: the UI links hostnames with the ports
         // its listeners really got (port 0 in tests).
@@ -230,6 +248,7 @@ impl App {
             poller: poller.clone(),
             sync,
             stale,
+            notifier,
             settings: settings.clone(),
             secrets,
             clock: clock.clone(),
@@ -242,18 +261,6 @@ impl App {
             shutdown: shutdown.clone(),
         };
 
-        let router = crate::web::router(state.clone());
-        tasks.spawn(crate::web::listener::serve(
-            listener,
-            router,
-            crate::web::listener::ApiListenerOptions {
-                header_timeout: config.api.header_timeout,
-                idle_timeout: config.api.idle_timeout,
-                max_connections: config.api.max_connections,
-                ..Default::default()
-            },
-            shutdown.clone(),
-        ));
         crate::events::retention::spawn_retention(&scheduler, store.clone(), settings, clock.clone());
         tasks.spawn(crate::auth::sessions::prune_sessions_loop(
             store.clone(),
@@ -265,6 +272,28 @@ impl App {
             shutdown.cancel();
             return Err(e.context("starting the registry poller"));
         }
+
+        // The first admin is created last, once nothing can fail any more (a port in use, say):
+        // a generated password is printed by the caller of a start that succeeded, so it is
+        // never lost with a start that did not.
+        let generated_admin_password = match bootstrap_admin(&store, &bus, &config, &clock).await {
+            Ok(generated) => generated,
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+        };
+        let router = crate::web::router(state.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(listener, service)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "API listener failed");
+            }
+        });
 
         bus.publish(NewEvent::info(
             Source::System,

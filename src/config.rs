@@ -146,6 +146,18 @@ pub enum TokenCommand {
         #[arg(long)]
         name: String,
     },
+    /// List API tokens (never the tokens themselves: only their ids, names and use), of one
+    /// user or of everyone.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a user's API token by its id (see `token list`); it stops working at once.
+    Revoke {
+        #[arg(long)]
+        user: String,
+        id: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -373,6 +385,83 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The configuration as the TOML file spells it, for `check-config`: every value in force,
+    /// whether it came from a flag, the environment, the file or a default. Secrets are accepted
+    /// from the environment only; they appear as comments saying whether each is set, never
+    /// with their values.
+    pub fn to_redacted_toml(&self) -> String {
+        use toml::{Table, Value};
+        fn duration(d: std::time::Duration) -> Value {
+            Value::from(if d.subsec_millis() == 0 {
+                format!("{}s", d.as_secs())
+            } else {
+                format!("{}ms", d.as_millis())
+            })
+        }
+        let mut table = Table::new();
+        table.insert("listen".into(), Value::from(self.listen.to_string()));
+        table.insert("proxy_listen".into(), Value::from(self.proxy_listen.to_string()));
+        table.insert(
+            "data_dir".into(),
+            Value::from(self.data_dir.display().to_string()),
+        );
+        if let Some(host) = &self.docker_host {
+            table.insert("docker_host".into(), Value::from(host.clone()));
+        }
+        let format = match self.log_format {
+            LogFormat::Pretty => "pretty",
+            LogFormat::Json => "json",
+        };
+        table.insert("log_format".into(), Value::from(format));
+        if let Some(addr) = self.proxy.https_listen {
+            table.insert("proxy_https_listen".into(), Value::from(addr.to_string()));
+        }
+        table.insert(
+            "proxy_redirect_http_to_https".into(),
+            Value::from(self.proxy.redirect_http_to_https),
+        );
+        let mut proxy = Table::new();
+        proxy.insert("connect_timeout".into(), duration(self.proxy.connect_timeout));
+        proxy.insert("response_timeout".into(), duration(self.proxy.response_timeout));
+        proxy.insert("idle_timeout".into(), duration(self.proxy.idle_timeout));
+        if !self.proxy.tls.is_empty() {
+            let certificates = self
+                .proxy
+                .tls
+                .iter()
+                .map(|t| {
+                    let mut entry = Table::new();
+                    entry.insert("hostname".into(), Value::from(t.hostname.clone()));
+                    entry.insert("cert".into(), Value::from(t.cert.display().to_string()));
+                    entry.insert("key".into(), Value::from(t.key.display().to_string()));
+                    Value::Table(entry)
+                })
+                .collect();
+            proxy.insert("tls".into(), Value::Array(certificates));
+        }
+        table.insert("proxy".into(), Value::Table(proxy));
+        let set = |v: &Option<String>| if v.is_some() { "set (not shown)" } else { "not set" };
+        format!(
+            "# docker-watcher: the configuration in force (flags, environment, file, defaults).\n\
+             # Secrets come from the environment only:\n\
+             #   DOCKER_WATCHER_ADMIN_PASSWORD: {}\n\
+             #   DOCKER_WATCHER_SECRET_KEY: {}\n\
+             #   DOCKER_WATCHER_WEBHOOK_TOKEN: {}\n\n{}",
+            set(&self.admin_password),
+            if self.secret_key.is_some() {
+                "set (not shown)"
+            } else {
+                "not set: the key file secret.key in the data dir"
+            },
+            if self.webhook_token.is_some() {
+                "set (not shown)"
+            } else {
+                "not set: generated once and kept in the store"
+            },
+            toml::to_string(&table).unwrap_or_default()
+        )
+    }
+
     /// A configuration for tests and embedding: everything on loopback with OS-chosen ports.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -597,6 +686,39 @@ fn parse_addr(key: &'static str, raw: &str) -> Result<SocketAddr, ConfigError> {
         key,
         message: format!("'{raw}' is not a socket address like 127.0.0.1:8080"),
     })
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn check_config_prints_toml_that_reads_back_and_never_shows_a_secret() {
+        let mut config = Config::for_data_dir("/var/lib/dw");
+        config.admin_password = Some("admin-secret-1".into());
+        config.secret_key = Some("key-secret-2".into());
+        config.proxy.tls.push(TlsCertificateConfig {
+            hostname: "*.example.com".into(),
+            cert: "/etc/dw/cert.pem".into(),
+            key: "/etc/dw/key.pem".into(),
+        });
+        let text = config.to_redacted_toml();
+        assert!(
+            !text.contains("admin-secret-1") && !text.contains("key-secret-2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("DOCKER_WATCHER_ADMIN_PASSWORD: set (not shown)"),
+            "{text}"
+        );
+        assert!(text.contains("DOCKER_WATCHER_WEBHOOK_TOKEN: not set"), "{text}");
+        let file: FileConfig = toml::from_str(&text).expect("the printed configuration is a valid file");
+        assert_eq!(
+            file.data_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/dw"))
+        );
+        assert_eq!(file.proxy.expect("a [proxy] table").tls.len(), 1);
+    }
 }
 
 #[cfg(test)]

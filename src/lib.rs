@@ -15,7 +15,8 @@
 //!   health gate → switch → stop old; rollback, per-tag syncs, instance actions), [`poll`]
 //!   (registry watching: which stage needs which deploy, the polling jobs, webhooks), [`sync`]
 //!   (keeps instance statuses true to Docker: events, reconcile, recovery of interrupted deploys),
-//!   [`stale`] (the stale rule, the scan job with one Docker list call, cleanup).
+//!   [`stale`] (the stale rule, the scan job with one Docker list call, cleanup), [`notify`]
+//!   (notification channels: rules, coalescing, a persisted outbox, delivery with retries).
 //! - [`stack`]: configuration as code — the stack file, its diff against an installation,
 //!   and the export (pure; the web layer applies it through the API's own handlers).
 //! - On top: [`web`] (the API listener), [`proxy`] (the reverse proxy on its own listeners).
@@ -37,6 +38,7 @@ pub mod docker;
 pub mod domain;
 pub mod events;
 pub mod metrics;
+pub mod notify;
 pub mod poll;
 pub mod proxy;
 pub mod registry;

@@ -43,7 +43,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::CheckConfig => {
-                println!("configuration is valid:\n{config:#?}");
+                print!("{}", config.to_redacted_toml());
+                eprintln!("docker-watcher: the configuration is valid");
                 Ok(())
             }
             Command::User(command) => docker_watcher::admin::run_user_command(&config, command).await,

@@ -37,6 +37,14 @@ pub struct DeployLabels {
     pub trigger: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// `delivered`, `retrying` or `failed`.
+    pub outcome: &'static str,
+    /// `webhook`, `slack`, `discord`, `ntfy`, `gotify` or `email`.
+    pub channel_kind: &'static str,
+}
+
 /// Every metric docker-watcher exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -66,6 +74,10 @@ pub struct Metrics {
     pub stale_instances: Gauge,
     /// Stale scans completed.
     pub stale_scans: Counter,
+    /// Notification delivery attempts by outcome and channel kind (tests included).
+    pub notification_deliveries: Family<NotificationLabels, Counter>,
+    /// From an event's time to its notification's delivery, per event delivered.
+    pub notification_latency_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -149,8 +161,23 @@ impl Metrics {
         );
         let stale_scans = Counter::default();
         registry.register("stale_scans", "Stale scans completed", stale_scans.clone());
+        let notification_deliveries = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notification_deliveries",
+            "Notification delivery attempts by outcome and channel kind",
+            notification_deliveries.clone(),
+        );
+        // 10 ms to about 82 s: a coalescing window plus a quick receiver, up to a retried one.
+        let notification_latency_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "notification_latency_seconds",
+            "From an event to the delivery of its notification",
+            notification_latency_seconds.clone(),
+        );
         Self {
             registry,
+            notification_deliveries,
+            notification_latency_seconds,
             stale_instances,
             stale_scans,
             docker_reconciles,

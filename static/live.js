@@ -252,3 +252,43 @@
   setStatus("connecting", "connecting…");
   connect();
 })();
+
+// Copy buttons: <button data-copy="#id"> copies the value (or text) of the element it names,
+// and says so on the button for a moment. Without a clipboard (plain http), the text is
+// selected instead so Ctrl+C works.
+(function () {
+  "use strict";
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("button[data-copy]") : null;
+    if (!button) {
+      return;
+    }
+    var target = document.querySelector(button.getAttribute("data-copy"));
+    if (!target) {
+      return;
+    }
+    var text = "value" in target ? target.value : target.textContent;
+    var label = button.textContent;
+    function done(message) {
+      button.textContent = message;
+      setTimeout(function () { button.textContent = label; }, 1500);
+    }
+    function select() {
+      if (typeof target.select === "function") {
+        target.select();
+      } else {
+        var range = document.createRange();
+        range.selectNodeContents(target);
+        var selection = window.getSelection();
+        selection.removeAllRanges();
+        selection.addRange(range);
+      }
+      done("Selected: press Ctrl+C");
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () { done("Copied"); }, select);
+    } else {
+      select();
+    }
+  });
+})();

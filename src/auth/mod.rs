@@ -10,9 +10,11 @@
 //! - this file: password hashing, token and session-id generation, token names.
 //! - [`rate_limit`]: failed-login counting per client and per username.
 //! - [`sessions`]: new sessions and the pruning of expired ones.
+//! - [`webhook_token`]: the registry webhook's token, loaded or generated, and its rotation.
 
 pub mod rate_limit;
 pub mod sessions;
+pub mod webhook_token;
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;

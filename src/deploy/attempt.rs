@@ -13,7 +13,7 @@ use super::health::{GateSpec, health_gate};
 use super::{DeployOutcome, DeployResult, Deployer, container_name};
 use crate::docker::DockerError;
 use crate::docker::engine::{CreateContainer, PullAuth, labels};
-use crate::domain::event::{NewEvent, Source};
+use crate::domain::event::{EventKind, NewEvent, Source};
 use crate::domain::hostname::{Hostname, tag_slug};
 use crate::domain::image_ref::Digest;
 use crate::domain::instance::{
@@ -364,7 +364,13 @@ impl Deployer {
                 attempt.tag, attempt.stage.name, attempt.project.name
             )
         };
+        let kind = if attempt.trigger == Trigger::Rollback {
+            EventKind::Rollback
+        } else {
+            EventKind::DeploySucceeded
+        };
         let mut event = NewEvent::info(Source::Deployer, message)
+            .kind(kind)
             .project(attempt.project.id)
             .stage(attempt.stage.id)
             .instance(attempt.instance_id)
@@ -510,6 +516,7 @@ impl Deployer {
                 stage.name, project.name
             ),
         )
+        .kind(EventKind::DeployFailed)
         .project(project.id)
         .stage(stage.id)
         .detail("tag", tag)

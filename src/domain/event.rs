@@ -107,6 +107,92 @@ impl FromStr for Source {
     }
 }
 
+/// What kind of fact an event reports, for the facts people ask to be told about
+/// (notification rules filter on it). Most events have no kind: severity and source describe
+/// them well enough. The kind travels in the event's `details` under [`EventKind::DETAIL_KEY`],
+/// so it is stored, replayed and shown with the rest of the event without a column of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    DeploySucceeded,
+    DeployFailed,
+    Rollback,
+    UpdateAvailable,
+    StaleFound,
+    Cleanup,
+    RegistryBackoff,
+    RegistryRecovered,
+    DockerUnavailable,
+    DockerRecovered,
+}
+
+impl EventKind {
+    /// The `details` key that carries the kind.
+    pub const DETAIL_KEY: &'static str = "kind";
+
+    pub const ALL: [EventKind; 10] = [
+        Self::DeploySucceeded,
+        Self::DeployFailed,
+        Self::Rollback,
+        Self::UpdateAvailable,
+        Self::StaleFound,
+        Self::Cleanup,
+        Self::RegistryBackoff,
+        Self::RegistryRecovered,
+        Self::DockerUnavailable,
+        Self::DockerRecovered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeploySucceeded => "deploy_succeeded",
+            Self::DeployFailed => "deploy_failed",
+            Self::Rollback => "rollback",
+            Self::UpdateAvailable => "update_available",
+            Self::StaleFound => "stale_found",
+            Self::Cleanup => "cleanup",
+            Self::RegistryBackoff => "registry_backoff",
+            Self::RegistryRecovered => "registry_recovered",
+            Self::DockerUnavailable => "docker_unavailable",
+            Self::DockerRecovered => "docker_recovered",
+        }
+    }
+
+    /// How people read it: "deploy failed", "stale found".
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::DeploySucceeded => "deploy succeeded",
+            Self::DeployFailed => "deploy failed",
+            Self::Rollback => "rollback",
+            Self::UpdateAvailable => "update available",
+            Self::StaleFound => "stale found",
+            Self::Cleanup => "cleanup",
+            Self::RegistryBackoff => "registry backoff",
+            Self::RegistryRecovered => "registry recovered",
+            Self::DockerUnavailable => "Docker unavailable",
+            Self::DockerRecovered => "Docker recovered",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| {
+            ParseError::new(format!(
+                "unknown event kind '{s}': expected one of {}",
+                Self::ALL.map(Self::as_str).join(", ")
+            ))
+        })
+    }
+}
+
 /// An event about to be published. The bus stamps the time and, when persisted, the id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
@@ -168,6 +254,11 @@ impl NewEvent {
         self
     }
 
+    /// Marks the kind of fact this event reports (see [`EventKind`]).
+    pub fn kind(self, kind: EventKind) -> Self {
+        self.detail(EventKind::DETAIL_KEY, kind.as_str())
+    }
+
     /// Keeps this event in the event log even though it is below `warn`.
     pub fn recorded(mut self) -> Self {
         self.record = true;
@@ -197,6 +288,16 @@ pub struct Event {
     pub instance_id: Option<i64>,
     #[schema(value_type = Object)]
     pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Event {
+    /// The kind of fact this event reports, when it has one.
+    pub fn kind(&self) -> Option<EventKind> {
+        self.details
+            .get(EventKind::DETAIL_KEY)
+            .and_then(serde_json::Value::as_str)
+            .and_then(|raw| raw.parse().ok())
+    }
 }
 
 /// Which page of the event log to read. Empty lists mean "any".
@@ -252,5 +353,26 @@ mod tests {
             assert_eq!(s.as_str().parse::<Source>().unwrap(), s);
         }
         assert!("fatal".parse::<Severity>().is_err());
+        for k in EventKind::ALL {
+            assert_eq!(k.as_str().parse::<EventKind>().unwrap(), k);
+        }
+    }
+
+    #[test]
+    fn an_event_kind_travels_in_the_details() {
+        let new = NewEvent::error(Source::Deployer, "x").kind(EventKind::DeployFailed);
+        assert_eq!(new.details["kind"], "deploy_failed");
+        let event = Event {
+            id: None,
+            ts: Utc::now(),
+            severity: new.severity,
+            source: new.source,
+            message: new.message,
+            project_id: None,
+            stage_id: None,
+            instance_id: None,
+            details: new.details,
+        };
+        assert_eq!(event.kind(), Some(EventKind::DeployFailed));
     }
 }

@@ -6,7 +6,7 @@
 //! - [`image_ref`], [`tag_policy`], [`schedule`], [`hostname`], [`duration`], [`name`]: parsed
 //!   values taken from users.
 //! - [`project`], [`stage`], [`instance`], [`deployment`], [`proxy`], [`user`], [`settings`],
-//!   [`event`]: the records of the store, as domain types.
+//!   [`event`], [`notification`]: the records of the store, as domain types.
 
 pub mod duration;
 pub mod event;
@@ -14,6 +14,7 @@ pub mod hostname;
 pub mod image_ref;
 pub mod instance;
 pub mod name;
+pub mod notification;
 pub mod project;
 pub mod proxy;
 pub mod schedule;

@@ -14,13 +14,17 @@
 //! broadcast (without an id, so it is not replayable), because losing the deploy that produced
 //! it would be worse.
 //!
+//! A third kind of subscriber cannot afford to miss anything: [`EventBus::tap`] hands out an
+//! unbounded channel that receives every event, persisted or not, in publishing order. The
+//! notifier reads one; publishing stays a cheap send, so it never waits for a subscriber.
+//!
 //! [`retention`] prunes the event log on the shared scheduler.
 
 pub mod retention;
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::clock::SharedClock;
 use crate::domain::event::{Event, NewEvent, Severity};
@@ -45,6 +49,8 @@ pub struct EventBus {
     /// Serialises "insert then broadcast" so persisted events reach subscribers in id order,
     /// which the SSE replay relies on to never skip or repeat an event.
     publish_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Lossless subscribers ([`EventBus::tap`]); closed ones are dropped on the next send.
+    taps: Arc<std::sync::Mutex<Vec<mpsc::UnboundedSender<Arc<Event>>>>>,
 }
 
 impl EventBus {
@@ -58,6 +64,23 @@ impl EventBus {
             all,
             persisted,
             publish_lock: Default::default(),
+            taps: Default::default(),
+        }
+    }
+
+    /// A lossless subscription: every event published from now on, persisted or transient, in
+    /// publishing order. Unbounded, so the reader must keep up on average (the notifier only
+    /// matches rules and batches writes).
+    pub fn tap(&self) -> mpsc::UnboundedReceiver<Arc<Event>> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.taps.lock().unwrap_or_else(|e| e.into_inner()).push(sender);
+        receiver
+    }
+
+    fn send_to_taps(&self, event: &Arc<Event>) {
+        let mut taps = self.taps.lock().unwrap_or_else(|e| e.into_inner());
+        if !taps.is_empty() {
+            taps.retain(|tap| tap.send(event.clone()).is_ok());
         }
     }
 
@@ -73,6 +96,7 @@ impl EventBus {
         trace_event(&event);
         if !event.is_persistent() {
             let transient = Arc::new(unstored(event, self.clock.now()));
+            self.send_to_taps(&transient);
             let _ = self.all.send(transient.clone());
             return transient;
         }
@@ -86,6 +110,7 @@ impl EventBus {
                 Arc::new(unstored(event, ts))
             }
         };
+        self.send_to_taps(&published);
         // A send only fails when nobody listens, which is fine.
         let _ = self.persisted.send(published.clone());
         let _ = self.all.send(published.clone());
@@ -110,7 +135,9 @@ impl EventBus {
             if event.is_persistent() {
                 persistent.push(event);
             } else {
-                let _ = self.all.send(Arc::new(unstored(event, self.clock.now())));
+                let transient = Arc::new(unstored(event, self.clock.now()));
+                self.send_to_taps(&transient);
+                let _ = self.all.send(transient);
             }
         }
         if persistent.is_empty() {
@@ -127,6 +154,7 @@ impl EventBus {
         };
         for event in published {
             let event = Arc::new(event);
+            self.send_to_taps(&event);
             let _ = self.persisted.send(event.clone());
             let _ = self.all.send(event);
         }
@@ -253,6 +281,25 @@ mod tests {
         assert_eq!(all.recv().await.expect("an event").message, "transient");
         assert_eq!(bus.store().latest_event_id().await.expect("a query"), two.id);
         bus.publish_many(Vec::new()).await;
+    }
+
+    #[tokio::test]
+    async fn a_tap_receives_every_event_in_publishing_order_however_many() {
+        let (bus, _dir) = bus().await;
+        let mut tap = bus.tap();
+        bus.publish(NewEvent::info(Source::System, "transient")).await;
+        let events: Vec<NewEvent> = (0..3000)
+            .map(|n| NewEvent::warn(Source::Stale, format!("w{n}")))
+            .collect();
+        bus.publish_many(events).await;
+        assert_eq!(tap.recv().await.expect("an event").message, "transient");
+        for n in 0..3000 {
+            assert_eq!(tap.recv().await.expect("an event").message, format!("w{n}"));
+        }
+        drop(tap);
+        bus.publish(NewEvent::warn(Source::Stale, "after the tap closed"))
+            .await;
+        assert!(bus.taps.lock().unwrap().is_empty(), "a closed tap is dropped");
     }
 
     #[tokio::test]

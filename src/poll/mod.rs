@@ -55,7 +55,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::SharedClock;
 use crate::deploy::{DeployOutcome, DeployRequest, Deployer};
-use crate::domain::event::{NewEvent, Source};
+use crate::domain::event::{EventKind, NewEvent, Source};
 use crate::domain::image_ref::Digest;
 use crate::domain::instance::{Deployment, InstanceFilter, InstanceStatus, Trigger};
 use crate::domain::project::Project;
@@ -857,6 +857,7 @@ impl Poller {
                                 target.digest.short()
                             ),
                         )
+                        .kind(EventKind::UpdateAvailable)
                         .project(stage.project_id)
                         .stage(stage.id)
                         .recorded()
@@ -1048,6 +1049,7 @@ impl Poller {
                 .bus
                 .publish(
                     NewEvent::info(Source::Poller, message)
+                        .kind(EventKind::RegistryRecovered)
                         .project(project.id)
                         .recorded()
                         .detail("repository", project.image.name())
@@ -1079,6 +1081,7 @@ impl Poller {
                         Source::Poller,
                         format!("cannot poll {}: {error}", project.image.name()),
                     )
+                    .kind(EventKind::RegistryBackoff)
                     .project(project.id)
                     .detail("repository", project.image.name())
                     .detail("error", error.to_string()),

@@ -21,7 +21,7 @@ use super::rule::{self, StaleRule};
 use super::{StaleItem, StaleScanner, describe, is_listed};
 use crate::docker::DockerError;
 use crate::docker::engine::{ContainerState, labels};
-use crate::domain::event::{NewEvent, Source};
+use crate::domain::event::{EventKind, NewEvent, Source};
 use crate::domain::instance::{Instance, InstanceStatus};
 use crate::store::StoreError;
 
@@ -331,6 +331,7 @@ impl StaleScanner {
             Source::Stale,
             format!("cleanup of stale {} failed: {message}", describe(instance)),
         )
+        .kind(EventKind::Cleanup)
         .project(instance.project_id)
         .stage(instance.stage_id)
         .instance(instance.id)
@@ -374,6 +375,7 @@ impl StaleScanner {
                 item.days_stale
             ),
         )
+        .kind(EventKind::Cleanup)
         .recorded()
         .project(instance.project_id)
         .stage(instance.stage_id)

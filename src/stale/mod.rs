@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::{SharedClock, format_time};
 use crate::docker::engine::ContainerEngine;
-use crate::domain::event::{NewEvent, Source};
+use crate::domain::event::{EventKind, NewEvent, Source};
 use crate::domain::instance::{Instance, InstanceFilter, InstanceStatus};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
@@ -333,6 +333,7 @@ fn newly_stale_event(
         rule.threshold_days()
     );
     let mut event = NewEvent::warn(Source::Stale, message)
+        .kind(EventKind::StaleFound)
         .project(instance.project_id)
         .stage(instance.stage_id)
         .instance(instance.id)

@@ -33,6 +33,16 @@ impl Store {
         Ok(value)
     }
 
+    /// Stores `value` under `key`, replacing what was there (a rotated webhook token).
+    pub async fn meta_set(&self, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Stores `value` under `key` unless a value is already there, and returns the stored one:
     /// the first writer wins, so a generated secret (the webhook token) is generated once.
     pub async fn meta_get_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {

@@ -18,6 +18,7 @@
 //! - [`settings`]: typed settings as key/value JSON.
 //! - [`events`]: the event log.
 //! - [`backup`]: online copies (`VACUUM INTO`) and the checks a restore makes.
+//! - [`notifications`]: notification channels, the outbox of messages to deliver, the delivery log.
 
 pub mod backup;
 pub mod deployments;
@@ -26,6 +27,7 @@ pub mod files;
 pub mod hostnames;
 pub mod installation;
 pub mod instances;
+pub mod notifications;
 pub mod poll_state;
 pub mod projects;
 pub mod proxies;

@@ -22,7 +22,7 @@ use super::plan::{self, Observation, StatusChange};
 use super::{DIE_SETTLE, SyncState, Syncer};
 use crate::docker::DockerError;
 use crate::docker::engine::{EngineEvent, EngineEventKind, HealthState};
-use crate::domain::event::{NewEvent, Source};
+use crate::domain::event::{EventKind, NewEvent, Source};
 use crate::domain::instance::InstanceStatus;
 use crate::store::StoreError;
 
@@ -103,7 +103,11 @@ pub(super) async fn run(syncer: Arc<Syncer>, state: watch::Sender<SyncState>, sh
                     );
                     syncer
                         .bus
-                        .publish(NewEvent::info(Source::Docker, message).recorded())
+                        .publish(
+                            NewEvent::info(Source::Docker, message)
+                                .kind(EventKind::DockerRecovered)
+                                .recorded(),
+                        )
                         .await;
                 }
                 backoff.reset();
@@ -126,7 +130,11 @@ pub(super) async fn run(syncer: Arc<Syncer>, state: watch::Sender<SyncState>, sh
                         let message = format!("lost the connection to the Docker engine: {e}; reconnecting");
                         syncer
                             .bus
-                            .publish(NewEvent::error(Source::Docker, message).detail("stream", reason))
+                            .publish(
+                                NewEvent::error(Source::Docker, message)
+                                    .kind(EventKind::DockerUnavailable)
+                                    .detail("stream", reason),
+                            )
                             .await;
                     }
                 }
@@ -146,7 +154,10 @@ pub(super) async fn run(syncer: Arc<Syncer>, state: watch::Sender<SyncState>, sh
                     } else {
                         format!("could not reconcile with the Docker engine: {e:#}; retrying with backoff")
                     };
-                    syncer.bus.publish(NewEvent::error(Source::Docker, message)).await;
+                    syncer
+                        .bus
+                        .publish(NewEvent::error(Source::Docker, message).kind(EventKind::DockerUnavailable))
+                        .await;
                 }
                 // After the event: whoever waits for the first attempt sees it reported.
                 state.send_modify(|s| s.attempted = true);

@@ -179,6 +179,24 @@ impl From<DeployError> for WebError {
     }
 }
 
+impl From<crate::domain::notification::ChannelFieldError> for WebError {
+    fn from(err: crate::domain::notification::ChannelFieldError) -> Self {
+        Self::validation(err.field, err.message)
+    }
+}
+
+impl From<crate::notify::NotifyError> for WebError {
+    fn from(err: crate::notify::NotifyError) -> Self {
+        use crate::notify::NotifyError;
+        match err {
+            NotifyError::Invalid(field) => field.into(),
+            NotifyError::NotFound(id) => Self::not_found(format!("no notification channel with id {id}")),
+            NotifyError::Conflict { field, message } => Self::conflict(Some(field), message),
+            NotifyError::Internal(e) => Self::internal(e),
+        }
+    }
+}
+
 /// A registry failure while resolving a tag: a missing tag is the client's (404 on `tag`); the
 /// rest is the registry's (503, with `Retry-After` when it asked for one).
 fn registry_error(e: &RegistryError, message: &str) -> WebError {

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::rate_limit::LoginRateLimiter;
+use crate::auth::webhook_token::WebhookToken;
 use crate::clock::SharedClock;
 use crate::deploy::Deployer;
 use crate::docker::DockerEngine;
 use crate::docker::engine::ContainerEngine;
 use crate::events::EventBus;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::poll::Poller;
 use crate::registry::RegistryClient;
 use crate::routes::RouteTable;
@@ -41,13 +43,15 @@ pub struct AppState {
     pub sync: SyncHandle,
     /// The stale scanner: scans on demand (through its job), the stale list, cleanups.
     pub stale: StaleHandle,
+    /// Notification channels, "send test", and delivery in the background.
+    pub notifier: Notifier,
     pub settings: LiveSettings,
     pub secrets: SecretBox,
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
     pub login_limiter: Arc<LoginRateLimiter>,
-    /// The secret that authenticates registry webhooks (`?token=`).
-    pub webhook_token: Arc<str>,
+    /// The secret that authenticates registry webhooks (`?token=`); admins can rotate it.
+    pub webhook_token: WebhookToken,
     /// This installation's id, the label on every container it manages.
     pub installation_id: Arc<str>,
     /// Mark the session cookie `Secure` (the UI is served over TLS).

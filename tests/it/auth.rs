@@ -807,7 +807,15 @@ async fn an_admin_reads_the_webhook_token() {
     let admin = app.admin().await;
     let (status, body) = admin.get("/api/hooks/registry/token").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({"token": WEBHOOK_TOKEN}));
+    let host = app.base_url.trim_start_matches("http://");
+    assert_eq!(
+        body,
+        json!({
+            "token": WEBHOOK_TOKEN,
+            "url": format!("http://{host}/api/hooks/registry?token={WEBHOOK_TOKEN}"),
+            "configured_by_env": true,
+        })
+    );
     app.stop().await;
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use docker_watcher::app::{App, AppOptions};
 use docker_watcher::clock::OffsetClock;
 use docker_watcher::config::Config;
+use docker_watcher::notify::NotifierOptions;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -58,9 +59,19 @@ async fn start(
     config.admin_password = Some(ADMIN_PASSWORD.to_owned());
     config.webhook_token = Some(WEBHOOK_TOKEN.to_owned());
     configure(&mut config);
-    App::spawn(config, AppOptions { clock: clock.clone() })
-        .await
-        .expect("the app starts")
+    App::spawn(
+        config,
+        AppOptions {
+            clock: clock.clone(),
+            notifier: NotifierOptions {
+                // Retries in tests: 500 ms, 1 s, 2 s, 4 s — enough to watch, quick to wait for.
+                retry_base: std::time::Duration::from_millis(500),
+                ..NotifierOptions::default()
+            },
+        },
+    )
+    .await
+    .expect("the app starts")
 }
 
 fn init_test_tracing() {

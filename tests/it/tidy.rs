@@ -82,7 +82,11 @@ fn allowed_dependencies() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         "secrets",
         "auth",
     ];
-    let workflows = [&services[..], &["poll", "deploy", "sync", "stale", "routes"]].concat();
+    let workflows = [
+        &services[..],
+        &["poll", "deploy", "sync", "stale", "routes", "notify"],
+    ]
+    .concat();
     let mut web = workflows.clone();
     web.extend(["config", "web", "stack"]);
     let mut map = BTreeMap::new();
@@ -101,7 +105,7 @@ fn allowed_dependencies() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         BTreeSet::from(["domain", "clock", "metrics", "store", "scheduler", "settings"]),
     );
     map.insert("settings", BTreeSet::from(["domain", "clock", "store"]));
-    for workflow in ["poll", "deploy", "sync", "stale", "routes"] {
+    for workflow in ["poll", "deploy", "sync", "stale", "routes", "notify"] {
         map.insert(workflow, BTreeSet::from_iter(workflows.iter().copied()));
     }
     map.insert("web", BTreeSet::from_iter(web.iter().copied()));

@@ -1,13 +1,15 @@
 //! The registry webhook, `POST /api/hooks/registry?token=…`: a distribution registry configured
 //! to notify the app brings a push live without waiting for the stage's (hourly) schedule;
 //! envelopes, Docker Hub and Harbor payloads are matched to projects by repository and registry; bad
-//! tokens are 401 and malformed payloads 400 naming the field, before anything is polled.
+//! tokens are 401 and malformed payloads 400 naming the field, before anything is polled; admins
+//! read the whole webhook URL and rotate a generated token (the old one stops working at once),
+//! while a configured one is refused rotation.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::deploy::{Cleanup, unique};
-use crate::helpers::{ApiClient, WEBHOOK_TOKEN, spawn_app};
+use crate::helpers::{ApiClient, WEBHOOK_TOKEN, spawn_app, spawn_app_with};
 use crate::poll::{
     LocalImages, PrivateRegistry, create_project, create_stage, deployments, registry, wait_until_serving,
 };
@@ -135,6 +137,20 @@ async fn pushes_are_matched_to_projects_by_repository_and_registry() {
     assert_eq!(
         (status, &body),
         (StatusCode::ACCEPTED, &json!({"matched_projects": [hub_id]}))
+    );
+
+    let harbor = json!({
+        "type": "PUSH_ARTIFACT", "occur_at": 1_700_000_000, "operator": "ci",
+        "event_data": {
+            "resources": [{"digest": format!("sha256:{}", "ab".repeat(32)), "tag": "v3",
+                           "resource_url": format!("{}/{repository}:v3", registry())}],
+            "repository": {"repo_full_name": repository, "namespace": "dwtest", "repo_type": "private"}
+        }
+    });
+    let (status, body) = hook(&anonymous, WEBHOOK_TOKEN, "application/json", &harbor).await;
+    assert_eq!(
+        (status, &body),
+        (StatusCode::ACCEPTED, &json!({"matched_projects": [project_id]}))
     );
     app.stop().await;
 }
@@ -269,4 +285,77 @@ async fn malformed_payloads_are_refused_naming_the_field() {
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn admins_read_the_whole_webhook_url_and_rotating_the_token_retires_the_old_one_at_once() {
+    let app = spawn_app_with(|config| config.webhook_token = None).await;
+    let admin = app.admin().await;
+    let anonymous = app.anonymous();
+    let (status, first) = admin.get("/api/hooks/registry/token").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let old = first["token"].as_str().unwrap().to_owned();
+    assert_eq!(first["configured_by_env"], false);
+    let host = app.base_url.trim_start_matches("http://");
+    assert_eq!(
+        first["url"],
+        format!("http://{host}/api/hooks/registry?token={old}")
+    );
+    let (_, forwarded) = admin
+        .send(
+            admin
+                .request(reqwest::Method::GET, "/api/hooks/registry/token")
+                .header("x-forwarded-proto", "https")
+                .header("x-forwarded-host", "dw.example.com"),
+        )
+        .await;
+    assert_eq!(
+        forwarded["url"],
+        format!("https://dw.example.com/api/hooks/registry?token={old}")
+    );
+
+    let body = envelope(&registry(), "team/app", "v1");
+    assert_eq!(
+        hook(&anonymous, &old, DISTRIBUTION_EVENTS, &body).await.0,
+        StatusCode::ACCEPTED
+    );
+    let member = app.user_with_role("max", "member").await;
+    let (status, _) = member.post("/api/hooks/registry/token/rotate", json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, rotated) = admin.post("/api/hooks/registry/token/rotate", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new = rotated["token"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(
+        hook(&anonymous, &old, DISTRIBUTION_EVENTS, &body).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        hook(&anonymous, &new, DISTRIBUTION_EVENTS, &body).await.0,
+        StatusCode::ACCEPTED
+    );
+    let (_, events) = admin.get("/api/events?source=auth&severity=warn").await;
+    assert!(
+        events.to_string().contains("webhook token was rotated"),
+        "{events}"
+    );
+    app.stop().await;
+
+    // A token set by DOCKER_WATCHER_WEBHOOK_TOKEN is the operator's to change.
+    let configured = spawn_app().await;
+    let admin = configured.admin().await;
+    let (status, error) = admin.post("/api/hooks/registry/token/rotate", json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DOCKER_WATCHER_WEBHOOK_TOKEN")
+    );
+    let (_, token) = admin.get("/api/hooks/registry/token").await;
+    assert_eq!(
+        (token["token"].as_str(), token["configured_by_env"].as_bool()),
+        (Some(WEBHOOK_TOKEN), Some(true))
+    );
+    configured.stop().await;
 }

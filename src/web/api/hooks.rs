@@ -12,18 +12,23 @@
 //! empty list, since registries notify about every repository.
 //!
 //! `GET /api/hooks/registry/token` shows admins the token to paste into the registry's settings
-//! (configured by `DOCKER_WATCHER_WEBHOOK_TOKEN`, or generated once and kept in the store).
+//! (configured by `DOCKER_WATCHER_WEBHOOK_TOKEN`, or generated once and kept in the store) with
+//! the whole URL, as this request reached the server; `POST /api/hooks/registry/token/rotate`
+//! replaces a generated token (the old one stops working at once; a configured one is the
+//! operator's to change: 409).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::constant_time_eq;
+use crate::auth::webhook_token::RotateError;
+use crate::domain::event::{NewEvent, Source};
 use crate::poll::webhook::parse_payload;
 use crate::web::auth::Admin;
 use crate::web::error::{ErrorBody, WebError, WebResult};
@@ -32,6 +37,7 @@ use crate::web::state::AppState;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(hooks_registry_token_get))
+        .routes(routes!(hooks_registry_token_rotate_post))
         .routes(routes!(hooks_registry_post))
 }
 
@@ -39,6 +45,48 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub struct WebhookToken {
     /// Append as `?token=` to `/api/hooks/registry` in the registry's notification settings.
     pub token: String,
+    /// The whole webhook URL with the token, as this request reached the server (behind a
+    /// proxy, `X-Forwarded-Proto` and `X-Forwarded-Host` are taken into account).
+    #[schema(example = "https://dw.example.com/api/hooks/registry?token=…")]
+    pub url: String,
+    /// Whether `DOCKER_WATCHER_WEBHOOK_TOKEN` sets it (then it cannot be rotated here).
+    pub configured_by_env: bool,
+}
+
+impl WebhookToken {
+    pub(crate) fn of(state: &AppState, headers: &HeaderMap) -> Self {
+        let token = state.webhook_token.get();
+        Self {
+            url: webhook_url(headers, &token),
+            token: token.to_string(),
+            configured_by_env: state.webhook_token.is_configured(),
+        }
+    }
+}
+
+/// The webhook URL as the caller reached this server.
+pub(crate) fn webhook_url(headers: &HeaderMap, token: &str) -> String {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let scheme = match header("x-forwarded-proto") {
+        Some("https") => "https",
+        _ => "http",
+    };
+    let host = header("x-forwarded-host")
+        .or_else(|| header("host"))
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        })
+        .unwrap_or("127.0.0.1:8080");
+    let token: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    format!("{scheme}://{host}/api/hooks/registry?token={token}")
 }
 
 /// The answer to a webhook: which projects are being polled.
@@ -60,10 +108,52 @@ pub struct WebhookAccepted {
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn hooks_registry_token_get(State(state): State<AppState>, _: Admin) -> Json<WebhookToken> {
-    Json(WebhookToken {
-        token: state.webhook_token.to_string(),
-    })
+async fn hooks_registry_token_get(
+    State(state): State<AppState>,
+    _: Admin,
+    headers: HeaderMap,
+) -> Json<WebhookToken> {
+    Json(WebhookToken::of(&state, &headers))
+}
+
+/// Replaces the webhook token with a new one.
+///
+/// The old token stops working at once: update the registries that call the webhook.
+#[utoipa::path(
+    post,
+    path = "/api/hooks/registry/token/rotate",
+    tag = "hooks",
+    responses(
+        (status = 200, body = WebhookToken, description = "the new token"),
+        (status = 401, body = ErrorBody, description = "not logged in"),
+        (status = 403, body = ErrorBody, description = "not an admin"),
+        (status = 409, body = ErrorBody, description = "the token is set by DOCKER_WATCHER_WEBHOOK_TOKEN"),
+    ),
+    security(("token" = []), ("session" = [])),
+)]
+pub(crate) async fn hooks_registry_token_rotate_post(
+    State(state): State<AppState>,
+    user: Admin,
+    headers: HeaderMap,
+) -> WebResult<Json<WebhookToken>> {
+    match state.webhook_token.rotate().await {
+        Ok(_) => {}
+        Err(RotateError::Configured) => {
+            return Err(WebError::conflict(None, RotateError::Configured.to_string()));
+        }
+        Err(RotateError::Store(e)) => return Err(e.into()),
+    }
+    state
+        .bus
+        .publish(
+            NewEvent::warn(
+                Source::Auth,
+                "the registry webhook token was rotated; registries must use the new one",
+            )
+            .detail("actor", user.user().username.as_str()),
+        )
+        .await;
+    Ok(Json(WebhookToken::of(&state, &headers)))
 }
 
 /// Receives a registry's push notification.
@@ -105,7 +195,7 @@ async fn hooks_registry_post(
             .find(|(key, _)| key == "token")
             .map(|(_, value)| value.into_owned())
     });
-    if !token.is_some_and(|token| constant_time_eq(&token, &state.webhook_token)) {
+    if !token.is_some_and(|token| constant_time_eq(&token, &state.webhook_token.get())) {
         return Err(WebError::unauthorized(
             "missing or wrong webhook token: append ?token=… as shown by GET /api/hooks/registry/token",
         ));

@@ -9,6 +9,7 @@ pub mod deployments;
 pub mod events;
 pub mod hooks;
 pub mod instances;
+pub mod notifications;
 pub mod ops;
 pub mod projects;
 pub mod proxies;
@@ -44,4 +45,5 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(events::routes())
         .merge(hooks::routes())
         .merge(apply::routes())
+        .merge(notifications::routes())
 }

@@ -54,16 +54,25 @@ impl FormData {
         matches!(self.get(name), Some("on" | "true" | "1" | "yes"))
     }
 
+    /// Every `(name without prefix, value)` whose name starts with `prefix`, in order
+    /// (`project.4=true` → `("4", "true")`), for lists of checkboxes.
+    pub fn pairs_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.pairs
+            .iter()
+            .filter_map(move |(k, v)| k.strip_prefix(prefix).map(|rest| (rest, v.as_str())))
+    }
+
     /// Whether the confirming button of a destructive form sent this post.
     pub fn confirmed(&self) -> bool {
         self.get(CONFIRM_FIELD) == Some("yes")
     }
 
-    /// The values to show again in a refused form: not the CSRF token, not passwords.
+    /// The values to show again in a refused form: not the CSRF token, not passwords, not
+    /// secrets (`secrets.url`).
     fn shown_values(&self) -> HashMap<String, String> {
         self.pairs
             .iter()
-            .filter(|(k, _)| k != CSRF_FORM_FIELD && !k.contains("password"))
+            .filter(|(k, _)| k != CSRF_FORM_FIELD && !k.contains("password") && !k.starts_with("secret"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }

@@ -24,8 +24,8 @@
 //! - [`form`]: reading posted forms and carrying field errors back to the page.
 //! - [`view`]: display values (times, statuses, digests) built once for templates.
 //! - One file per page: [`login`], [`dashboard`], [`projects`], [`stages`], [`events`],
-//!   [`stale`], [`proxies`], [`settings`], [`users`], [`tokens`]; [`assets`] serves `static/`;
-//!   [`docs`] serves the user documentation and the readable API reference.
+//!   [`stale`], [`proxies`], [`notifications`], [`settings`], [`users`], [`tokens`]; [`assets`]
+//!   serves `static/`; [`docs`] serves the user documentation and the readable API reference.
 
 pub mod assets;
 pub mod dashboard;
@@ -33,6 +33,7 @@ pub mod docs;
 pub mod events;
 pub mod form;
 pub mod login;
+pub mod notifications;
 pub mod page;
 pub mod projects;
 pub mod proxies;
@@ -84,9 +85,30 @@ pub fn routes() -> Router<AppState> {
         .route("/proxies/{id}/enabled", post(proxies::proxy_enabled_post))
         .route("/proxies/{id}/delete", post(proxies::proxy_delete_post))
         .route(
+            "/notifications",
+            get(notifications::notifications_get).post(notifications::notifications_post),
+        )
+        .route(
+            "/notifications/{id}/edit",
+            post(notifications::notification_edit_post),
+        )
+        .route(
+            "/notifications/{id}/enabled",
+            post(notifications::notification_enabled_post),
+        )
+        .route(
+            "/notifications/{id}/test",
+            post(notifications::notification_test_post),
+        )
+        .route(
+            "/notifications/{id}/delete",
+            post(notifications::notification_delete_post),
+        )
+        .route(
             "/settings",
             get(settings::settings_get).post(settings::settings_post),
         )
+        .route("/settings/webhook/rotate", post(settings::webhook_rotate_post))
         .route("/users", get(users::users_get).post(users::users_post))
         .route("/users/{id}/edit", post(users::user_edit_post))
         .route("/users/{id}/delete", post(users::user_delete_post))

@@ -1,18 +1,22 @@
 //! Settings, `GET /settings`: every setting with its value; admins get them as one form, saved
 //! all or nothing by the API's `PATCH /api/settings` handler (a bad value is named next to its
-//! input and nothing changes).
+//! input and nothing changes). Admins also get the registry webhook ("deploy on push"): its URL
+//! with the token, a `notifications:` block to paste into a distribution registry's config, how
+//! to point Harbor, GitLab, GHCR (a CI step) and Docker Hub at it, and a button that rotates the
+//! token (`POST /settings/webhook/rotate`, confirmed).
 
 use askama::Template;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value};
 
 use super::form::{FormData, Forms, json_number, json_text};
 use super::page::{Chrome, Flash, FlashMessage, Nav, PageTemplate, Ui, render, see_other_with};
 use crate::domain::settings::Settings;
+use crate::domain::user::Role;
 use crate::web::api;
 use crate::web::auth::{Admin, CurrentUser, Viewer};
 use crate::web::extract::ApiJson;
@@ -24,6 +28,41 @@ pub struct SettingsPage {
     pub chrome: Chrome,
     pub forms: Forms,
     pub settings: Vec<SettingRow>,
+    /// The registry webhook, for admins.
+    pub webhook: Option<WebhookPanel>,
+}
+
+/// What the settings page shows admins about the registry webhook.
+pub struct WebhookPanel {
+    pub url: String,
+    /// The URL without its token, for prose.
+    pub endpoint: String,
+    pub configured_by_env: bool,
+    /// A distribution registry's `notifications:` configuration, ready to paste.
+    pub distribution: String,
+    /// A CI step that calls the webhook after a push (for registries that cannot, like GHCR).
+    pub ci_step: String,
+}
+
+impl WebhookPanel {
+    fn new(state: &AppState, headers: &HeaderMap) -> Self {
+        let token = api::hooks::WebhookToken::of(state, headers);
+        let endpoint = token.url.split('?').next().unwrap_or_default().to_owned();
+        let distribution = format!(
+            "notifications:\n  events:\n    includereferences: true\n  endpoints:\n    - name: docker-watcher\n      url: {}\n      timeout: 5s\n      threshold: 5\n      backoff: 10s\n      ignoredmediatypes:\n        - application/octet-stream\n",
+            token.url
+        );
+        let ci_step = format!(
+            "- name: Tell docker-watcher\n  run: |\n    curl -fsS -X POST '{endpoint}?token=${{{{ secrets.DOCKER_WATCHER_WEBHOOK_TOKEN }}}}' \\\n      -H 'content-type: application/json' \\\n      -d '{{\"events\":[{{\"action\":\"push\",\"target\":{{\"repository\":\"${{{{ github.repository }}}}\",\"tag\":\"${{{{ github.ref_name }}}}\"}},\"request\":{{\"host\":\"ghcr.io\"}}}}]}}'\n"
+        );
+        Self {
+            url: token.url,
+            endpoint,
+            configured_by_env: token.configured_by_env,
+            distribution,
+            ci_step,
+        }
+    }
 }
 
 impl PageTemplate for SettingsPage {
@@ -89,14 +128,16 @@ fn shown(value: Option<Value>) -> String {
 pub async fn settings_get(
     State(state): State<AppState>,
     Ui(viewer): Ui<Viewer>,
+    headers: HeaderMap,
     flash: FlashMessage,
 ) -> Response {
-    render_settings(&state, &viewer.0, flash, Forms::none(), StatusCode::OK)
+    render_settings(&state, &viewer.0, &headers, flash, Forms::none(), StatusCode::OK)
 }
 
 fn render_settings(
     state: &AppState,
     current: &CurrentUser,
+    headers: &HeaderMap,
     flash: FlashMessage,
     forms: Forms,
     status: StatusCode,
@@ -105,6 +146,7 @@ fn render_settings(
     let page = SettingsPage {
         chrome: Chrome::new(current, "Settings", Nav::Settings, flash),
         forms,
+        webhook: (current.user.role >= Role::Admin).then(|| WebhookPanel::new(state, headers)),
         settings: Settings::KEYS
             .iter()
             .map(|key| {
@@ -123,7 +165,12 @@ fn render_settings(
 }
 
 /// `POST /settings`: saves every setting of the form.
-pub async fn settings_post(State(state): State<AppState>, Ui(admin): Ui<Admin>, body: Bytes) -> Response {
+pub async fn settings_post(
+    State(state): State<AppState>,
+    Ui(admin): Ui<Admin>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form = FormData::parse(&body);
     let mut patch = Map::new();
     for key in Settings::KEYS {
@@ -140,7 +187,33 @@ pub async fn settings_post(State(state): State<AppState>, Ui(admin): Ui<Admin>, 
         Ok(Json(_)) => see_other_with("/settings", Flash::notice("Settings saved.")),
         Err(err) => {
             let forms = Forms::failed("settings", &form, &err, &Settings::KEYS);
-            render_settings(&state, &admin.0, FlashMessage(None), forms, err.status)
+            render_settings(&state, &admin.0, &headers, FlashMessage(None), forms, err.status)
         }
+    }
+}
+
+/// `POST /settings/webhook/rotate` (confirmed): replaces the webhook token.
+pub async fn webhook_rotate_post(
+    State(state): State<AppState>,
+    Ui(admin): Ui<Admin>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !FormData::parse(&body).confirmed() {
+        return super::stages::confirmation_page(
+            &admin.0,
+            "Rotate the webhook token?",
+            "/settings/webhook/rotate",
+            "The current token stops working at once: every registry that calls the webhook needs the new URL.",
+            "Rotate token",
+            "/settings#webhook",
+        );
+    }
+    match api::hooks::hooks_registry_token_rotate_post(State(state.clone()), admin, headers).await {
+        Ok(_) => see_other_with(
+            "/settings#webhook",
+            Flash::notice("Webhook token rotated: give the registries the new URL below."),
+        ),
+        Err(err) => see_other_with("/settings#webhook", Flash::error(err.message)),
     }
 }
