@@ -284,16 +284,17 @@ impl App {
             }
         };
         let router = crate::web::router(state.clone());
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, service)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "API listener failed");
-            }
-        });
+        tasks.spawn(crate::web::listener::serve(
+            listener,
+            router,
+            crate::web::listener::ApiListenerOptions {
+                header_timeout: config.api.header_timeout,
+                idle_timeout: config.api.idle_timeout,
+                max_connections: config.api.max_connections,
+                ..Default::default()
+            },
+            shutdown.clone(),
+        ));
 
         bus.publish(NewEvent::info(
             Source::System,
