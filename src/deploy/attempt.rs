@@ -284,6 +284,7 @@ impl Deployer {
             min_ready: Duration::from_secs(u64::from(attempt.stage.container.min_ready_seconds)),
             timeout: Duration::from_secs(u64::from(deps.settings.current().deploy_health_timeout_seconds)),
             interval: self.inner.options.health_interval,
+            wrong_answers: self.inner.options.health_wrong_answers,
         };
         let gate = health_gate(
             deps.engine.as_ref(),

@@ -2,7 +2,9 @@
 //! stage's route switches to it. In order of preference:
 //!
 //! 1. the stage's `health_check.path`: HTTP GET through the published port until it answers
-//!    `expected_status`, within the setting `deploy_health_timeout_seconds`;
+//!    `expected_status`, within the setting `deploy_health_timeout_seconds`; a server that
+//!    answers another status on a few consecutive rounds fails at once (connection refused or
+//!    no answer is a server still starting, and keeps waiting);
 //! 2. else the image's own HEALTHCHECK: wait for Docker to report `healthy`, within the same
 //!    timeout (`unhealthy` fails at once: Docker has already retried);
 //! 3. else the container must stay up for `min_ready_seconds`.
@@ -28,6 +30,8 @@ pub(crate) struct GateSpec {
     pub timeout: Duration,
     /// Between two rounds.
     pub interval: Duration,
+    /// Consecutive non-matching statuses that fail the HTTP check before the timeout.
+    pub wrong_answers: u32,
 }
 
 /// Runs the gate on a started container. `Err` carries the reason, in words for the event log.
@@ -42,6 +46,7 @@ pub(crate) async fn health_gate(
     let deadline = started + spec.timeout;
     let mut first_start = None;
     let mut last_problem = String::from("no answer yet");
+    let mut wrong_in_a_row = 0u32;
     loop {
         let details = match engine.inspect(container_id).await {
             Ok(details) => details,
@@ -97,7 +102,17 @@ pub(crate) async fn health_gate(
             if running {
                 match probe(http, port, check, deadline).await {
                     Ok(()) => return Ok(()),
-                    Err(problem) => last_problem = problem,
+                    Err(Probe::WrongStatus(problem)) => {
+                        wrong_in_a_row += 1;
+                        if wrong_in_a_row >= spec.wrong_answers.max(1) {
+                            return Err(format!("{problem} on {wrong_in_a_row} consecutive tries"));
+                        }
+                        last_problem = problem;
+                    }
+                    Err(Probe::NoAnswer(problem)) => {
+                        wrong_in_a_row = 0;
+                        last_problem = problem;
+                    }
                 }
             }
         } else if let Some(health) = details.health {
@@ -129,13 +144,21 @@ pub(crate) async fn health_gate(
     }
 }
 
+/// Why one GET of the health path did not pass, in words.
+enum Probe {
+    /// The server answered, with another status than the expected one.
+    WrongStatus(String),
+    /// No answer: refused, timed out, broken (a server that is still starting).
+    NoAnswer(String),
+}
+
 /// One GET of the health path; `Err` says what was wrong.
 async fn probe(
     http: &reqwest::Client,
     port: u16,
     check: &HealthCheck,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Probe> {
     let url = format!("http://127.0.0.1:{port}{}", check.path);
     // Short tries, so an application that accepts but never answers does not eat the timeout in
     // one request, but never past the deadline.
@@ -143,15 +166,18 @@ async fn probe(
     let per_try = Duration::from_secs(2).min(left).max(Duration::from_millis(100));
     match http.get(&url).timeout(per_try).send().await {
         Ok(response) if response.status().as_u16() == check.expected_status => Ok(()),
-        Ok(response) => Err(format!(
+        Ok(response) => Err(Probe::WrongStatus(format!(
             "GET {} answered {}, expected {}",
             check.path,
             response.status().as_u16(),
             check.expected_status
-        )),
-        Err(e) if e.is_timeout() => Err(format!("GET {} did not answer within {per_try:?}", check.path)),
-        Err(e) if e.is_connect() => Err(format!("GET {}: connection refused", check.path)),
-        Err(e) => Err(format!("GET {} failed: {e}", check.path)),
+        ))),
+        Err(e) if e.is_timeout() => Err(Probe::NoAnswer(format!(
+            "GET {} did not answer within {per_try:?}",
+            check.path
+        ))),
+        Err(e) if e.is_connect() => Err(Probe::NoAnswer(format!("GET {}: connection refused", check.path))),
+        Err(e) => Err(Probe::NoAnswer(format!("GET {} failed: {e}", check.path))),
     }
 }
 

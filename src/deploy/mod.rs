@@ -49,6 +49,7 @@ mod rollback;
 mod tests;
 
 pub use self::error::{ConflictReason, DeployError, DeployResult, DockerContext, Missing};
+pub use self::rollback::rollback_target;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +110,10 @@ pub struct DeployerOptions {
     pub stop_grace: Duration,
     /// Between two rounds of the health gate.
     pub health_interval: Duration,
+    /// Consecutive answers with a status other than the expected one after which the HTTP
+    /// health check fails without waiting for the timeout (a server answering, say, 404 on
+    /// every round will not change its mind); 20 rounds of 250 ms leave a starting app 5 s.
+    pub health_wrong_answers: u32,
 }
 
 impl Default for DeployerOptions {
@@ -117,6 +122,7 @@ impl Default for DeployerOptions {
             drain_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
             health_interval: Duration::from_millis(250),
+            health_wrong_answers: 20,
         }
     }
 }

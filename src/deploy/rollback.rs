@@ -9,8 +9,20 @@ use super::attempt::Attempt;
 use super::{ConflictReason, DeployOutcome, DeployResult, Deployer, DockerContext, container_name};
 use crate::docker::DockerError;
 use crate::domain::image_ref::Digest;
-use crate::domain::instance::{InstanceStatus, Trigger};
+use crate::domain::instance::{Instance, InstanceStatus, Trigger};
 use crate::domain::tag_policy::PolicyMode;
+
+/// The instance a rollback brings back, among a single stage's instances as the store lists
+/// them (newest first): the first other than the current one that ran once and is now stopped
+/// (or whose container is gone). The UI names it in the rollback confirmation.
+pub fn rollback_target(current: Option<i64>, instances: &[Instance]) -> Option<&Instance> {
+    instances.iter().find(|i| {
+        Some(i.id) != current
+            && matches!(i.status, InstanceStatus::Stopped | InstanceStatus::Missing)
+            && i.last_alive_at.is_some()
+            && i.image_digest.is_some()
+    })
+}
 
 impl Deployer {
     /// Brings back a single stage's previous successful instance: the newest instance other
@@ -34,12 +46,7 @@ impl Deployer {
                 .into());
             }
             let instances = self.stage_instances(stage.id).await?;
-            let candidate = instances.iter().find(|i| {
-                Some(i.id) != stage.current_instance_id
-                    && matches!(i.status, InstanceStatus::Stopped | InstanceStatus::Missing)
-                    && i.last_alive_at.is_some()
-                    && i.image_digest.is_some()
-            });
+            let candidate = rollback_target(stage.current_instance_id, &instances);
             let Some(candidate) = candidate.cloned() else {
                 return Err(ConflictReason::NothingToRollBack {
                     stage: stage.name.to_string(),

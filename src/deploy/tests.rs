@@ -282,6 +282,7 @@ async fn harness() -> Harness {
             drain_timeout: Duration::from_millis(100),
             stop_grace: Duration::from_secs(1),
             health_interval: Duration::from_millis(10),
+            health_wrong_answers: 5,
         },
     )
     .expect("a deployer");

@@ -151,3 +151,16 @@ mod tests {
         assert_eq!("rollback".parse::<Trigger>().unwrap(), Trigger::Rollback);
     }
 }
+
+/// A digest whose deploy failed on a stage: automatic deploys skip it until a newer digest
+/// appears or a user deploys it by hand (the stage page shows it, with a retry action).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedDigest {
+    pub stage_id: i64,
+    pub digest: String,
+    /// The tag it was deployed under.
+    pub image_tag: String,
+    /// Why it failed, as the deployment recorded it.
+    pub error: String,
+    pub failed_at: DateTime<Utc>,
+}

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
-use crate::domain::instance::{Deployment, DeploymentStatus, Trigger};
+use crate::domain::instance::{Deployment, DeploymentStatus, FailedDigest, Trigger};
 
 use super::{
     Store, StoreError, StoreResult, is_foreign_key_violation, parse_col, parse_opt_ts, parse_ts, ts,
@@ -187,6 +187,28 @@ impl Store {
         Ok(found.is_some())
     }
 
+    /// A stage's failed digests, the latest failure first.
+    pub async fn list_failed_digests(&self, stage_id: i64) -> StoreResult<Vec<FailedDigest>> {
+        let rows: Vec<(String, String, Option<String>, String)> = sqlx::query_as(
+            "SELECT digest, image_tag, error, failed_at FROM failed_digests WHERE stage_id = ? \
+             ORDER BY failed_at DESC, digest",
+        )
+        .bind(stage_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(digest, image_tag, error, failed_at)| {
+                Ok(FailedDigest {
+                    stage_id,
+                    digest,
+                    image_tag,
+                    error: error.unwrap_or_default(),
+                    failed_at: parse_ts("failed_digests", &failed_at)?,
+                })
+            })
+            .collect()
+    }
+
     /// Forgets a failed digest (a user deployed it by hand, or it succeeded). Forgetting one that
     /// was never recorded is not an error.
     pub async fn clear_failed_digest(&self, stage_id: i64, digest: &str) -> StoreResult<()> {
@@ -304,8 +326,20 @@ mod tests {
             .unwrap();
         assert!(store.is_failed_digest(stage.id, "sha256:bad").await.unwrap());
         assert!(!store.is_failed_digest(stage.id, "sha256:good").await.unwrap());
+        let listed = store.list_failed_digests(stage.id).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(
+            (
+                listed[0].digest.as_str(),
+                listed[0].image_tag.as_str(),
+                listed[0].error.as_str()
+            ),
+            ("sha256:bad", "v3", "exited 2")
+        );
+        assert_eq!(listed[0].failed_at, at(1));
         store.clear_failed_digest(stage.id, "sha256:bad").await.unwrap();
         store.clear_failed_digest(stage.id, "sha256:bad").await.unwrap();
+        assert!(store.list_failed_digests(stage.id).await.unwrap().is_empty());
         assert!(!store.is_failed_digest(stage.id, "sha256:bad").await.unwrap());
         let err = store
             .record_failed_digest(999, "sha256:x", "v1", "e", at(0))

@@ -405,9 +405,10 @@ async fn a_failing_image_leaves_the_old_instance_serving_with_one_error_each() {
         Some("good build")
     );
 
-    // An image whose health check answers 500, within a short health timeout.
+    // An image whose health check answers 500: it fails after a few consecutive answers, long
+    // before the (generous) health timeout.
     let (status, body) = admin
-        .patch("/api/settings", json!({"deploy_health_timeout_seconds": 3}))
+        .patch("/api/settings", json!({"deploy_health_timeout_seconds": 120}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = admin
@@ -419,16 +420,21 @@ async fn a_failing_image_leaves_the_old_instance_serving_with_one_error_each() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let unhealthy = push_image(&repo, "v1", Variant::Health500, "unhealthy").await;
+    let started = std::time::Instant::now();
     let (status, deployment) = deploy(&admin, stage_id, json!({"tag": "v1"})).await;
+    let took = started.elapsed();
     assert_eq!(
         (status, &deployment["status"]),
         (StatusCode::CREATED, &json!("failed")),
         "{deployment}"
     );
     assert!(
-        deployment["error"].as_str().is_some_and(|e| e.contains("500")),
+        deployment["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("500") && e.contains("consecutive")),
         "{deployment}"
     );
+    assert!(took < std::time::Duration::from_secs(60), "took {took:?}");
     assert!(
         store
             .is_failed_digest(stage_id, unhealthy.as_str())

@@ -12,6 +12,7 @@ mod deploy;
 mod docker;
 mod docs;
 mod events;
+mod failure_ui;
 mod first_start;
 mod helpers;
 mod image;

@@ -29,14 +29,14 @@ use crate::helpers::{ADMIN_PASSWORD, ApiClient, TestApp, spawn_app, spawn_app_wi
 // ----- An HTTP client that behaves like a browser without JavaScript ----------------------------
 
 /// A page as the server answered it.
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
 }
 
 impl Page {
-    fn location(&self) -> &str {
+    pub(crate) fn location(&self) -> &str {
         self.headers
             .get("location")
             .and_then(|v| v.to_str().ok())
@@ -44,7 +44,7 @@ impl Page {
     }
 
     #[track_caller]
-    fn assert_has(&self, needle: &str) {
+    pub(crate) fn assert_has(&self, needle: &str) {
         assert!(
             self.body.contains(needle),
             "expected {needle:?} in the page:\n{}",
@@ -53,7 +53,7 @@ impl Page {
     }
 
     #[track_caller]
-    fn assert_lacks(&self, needle: &str) {
+    pub(crate) fn assert_lacks(&self, needle: &str) {
         assert!(
             !self.body.contains(needle),
             "did not expect {needle:?} in the page:\n{}",
@@ -62,7 +62,7 @@ impl Page {
     }
 
     /// The CSRF token of the page's forms.
-    fn csrf(&self) -> String {
+    pub(crate) fn csrf(&self) -> String {
         let marker = "name=\"csrf_token\" value=\"";
         let start = self.body.find(marker).expect("a form with a csrf_token") + marker.len();
         let end = self.body[start..].find('"').expect("the end of the token") + start;
@@ -89,7 +89,7 @@ impl Page {
 }
 
 /// A cookie-keeping client that does not follow redirects, so each answer can be checked.
-struct UiSession {
+pub(crate) struct UiSession {
     client: reqwest::Client,
     base_url: String,
 }
@@ -107,7 +107,7 @@ impl UiSession {
     }
 
     /// Logs in through the login form.
-    async fn logged_in(app: &TestApp, username: &str, password: &str) -> Self {
+    pub(crate) async fn logged_in(app: &TestApp, username: &str, password: &str) -> Self {
         let session = Self::new(app);
         let page = session
             .post(
@@ -132,7 +132,7 @@ impl UiSession {
         }
     }
 
-    async fn get(&self, path: &str) -> Page {
+    pub(crate) async fn get(&self, path: &str) -> Page {
         let response = self
             .client
             .get(format!("{}{path}", self.base_url))
@@ -142,7 +142,7 @@ impl UiSession {
         Self::read(response).await
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
         let response = self
             .client
             .post(format!("{}{path}", self.base_url))
@@ -159,7 +159,7 @@ impl UiSession {
     }
 
     /// Posts a form with the session's CSRF token, as the page's form would.
-    async fn submit(&self, path: &str, form: &[(&str, &str)]) -> Page {
+    pub(crate) async fn submit(&self, path: &str, form: &[(&str, &str)]) -> Page {
         let csrf = self.get("/tokens").await.csrf();
         let mut fields = vec![("csrf_token", csrf.as_str())];
         fields.extend_from_slice(form);

@@ -14,7 +14,10 @@
 //! A deploy names a tag (`{"tag": "v2"}`) or none (no body, `{}` or `{"tag": null}`): the
 //! stage's policy is then evaluated against the registry now, as a poll would, but the deploy
 //! happens even on monitor-only stages and even for a digest that failed before. Per-tag stages
-//! deploy one given tag at a time (it must match their policy).
+//! deploy one given tag at a time (it must match their policy). A deploy may also name a digest
+//! with its tag (`{"tag": "v2", "digest": "sha256:…"}`): that exact image is deployed, recorded
+//! under the tag, whatever the tag points at now (retrying a digest that failed before, or
+//! bringing back an older build).
 
 use std::future::Future;
 
@@ -29,7 +32,7 @@ use utoipa_axum::routes;
 use super::deployments::DeploymentResponse;
 use super::projects::not_found_as;
 use crate::deploy::{DeployOutcome, DeployRequest};
-use crate::domain::image_ref::is_valid_tag;
+use crate::domain::image_ref::{Digest, is_valid_tag};
 use crate::domain::instance::{DeploymentStatus, Trigger};
 use crate::domain::tag_policy::PolicyMode;
 use crate::web::auth::Member;
@@ -52,6 +55,11 @@ pub struct StageDeployRequest {
     #[serde(default)]
     #[schema(example = "v2")]
     pub tag: Option<String>,
+    /// An exact digest to deploy (with `tag`, the tag it is recorded under); absent or null:
+    /// the digest the tag points at now.
+    #[serde(default)]
+    #[schema(example = "sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945")]
+    pub digest: Option<String>,
 }
 
 /// Runs a workflow step in its own task and waits for it, so that a client hanging up (which
@@ -101,7 +109,7 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> WebResult<StageDeployRequest
     responses(
         (status = 201, body = DeploymentResponse, description = "the deploy ran; `status` says how it ended"),
         (status = 200, body = DeploymentResponse, description = "the stage already runs this digest"),
-        (status = 400, body = ErrorBody, description = "a bad tag, or none for a per-tag stage; `error.field` names it"),
+        (status = 400, body = ErrorBody, description = "a bad tag or digest, or no tag for a per-tag stage or with a digest; `error.field` names it"),
         (status = 401, body = ErrorBody, description = "not authenticated"),
         (status = 403, body = ErrorBody, description = "needs the member role"),
         (status = 404, body = ErrorBody, description = "no such stage, or (`field: tag`) no such tag in the registry"),
@@ -130,6 +138,19 @@ pub(crate) async fn stage_deploy_post(
             ),
         ));
     }
+    let given_digest = match &request.digest {
+        Some(raw) => Some(
+            Digest::parse(raw)
+                .map_err(|e| WebError::validation("digest", format!("'{raw}' is not a digest: {e}")))?,
+        ),
+        None => None,
+    };
+    if given_digest.is_some() && request.tag.is_none() {
+        return Err(WebError::validation(
+            "tag",
+            "a deploy of a digest also names the tag to record it under",
+        ));
+    }
     let stage = state
         .store
         .get_stage(id)
@@ -149,7 +170,10 @@ pub(crate) async fn stage_deploy_post(
                     ),
                 ));
             }
-            let digest = deployer.resolve_digest(&project, &tag).await?;
+            let digest = match given_digest {
+                Some(digest) => digest,
+                None => deployer.resolve_digest(&project, &tag).await?,
+            };
             (tag, digest)
         }
         None if per_tag => {

@@ -166,7 +166,7 @@ async fn build(
     let pages = total.div_ceil(u64::from(parsed.per_page)).max(1);
     let page = parsed.page;
     let joined = |list: Vec<&str>| list.join(",");
-    let mut chrome = Chrome::new(&viewer.0, "Event log", Nav::Events, flash);
+    let mut chrome = Chrome::new(&viewer.0, "Event log", Nav::Events, flash).engine(state);
     if page == 1 {
         chrome = chrome.live(state, "events").await;
     }

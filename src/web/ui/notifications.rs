@@ -327,7 +327,7 @@ async fn render_notifications(
         });
     }
     let page = NotificationsPage {
-        chrome: Chrome::new(current, "Notifications", Nav::Notifications, flash),
+        chrome: Chrome::new(current, "Notifications", Nav::Notifications, flash).engine(state),
         forms,
         channels: rows,
         new_channel: ChannelFormValues::new("new-channel".to_owned(), None, &project_list),

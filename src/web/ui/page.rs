@@ -104,6 +104,8 @@ pub fn safe_next(raw: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlashKind {
     Notice,
+    /// Nothing failed, but nothing happened either, for a reason the user should read.
+    Warning,
     Error,
 }
 
@@ -111,6 +113,7 @@ impl FlashKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Notice => "notice",
+            Self::Warning => "warning",
             Self::Error => "error",
         }
     }
@@ -127,6 +130,13 @@ impl Flash {
     pub fn notice(message: impl Into<String>) -> Self {
         Self {
             kind: FlashKind::Notice,
+            message: message.into(),
+        }
+    }
+
+    pub fn warning(message: impl Into<String>) -> Self {
+        Self {
+            kind: FlashKind::Warning,
             message: message.into(),
         }
     }
@@ -153,10 +163,10 @@ impl Flash {
         for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
             match &*key {
                 "k" => {
-                    kind = Some(if value == "error" {
-                        FlashKind::Error
-                    } else {
-                        FlashKind::Notice
+                    kind = Some(match &*value {
+                        "error" => FlashKind::Error,
+                        "warning" => FlashKind::Warning,
+                        _ => FlashKind::Notice,
                     })
                 }
                 "m" => message = Some(value.into_owned()),
@@ -242,6 +252,8 @@ pub struct Chrome {
     pub last_event_id: i64,
     /// Only events about this stage refresh the page (the stage page).
     pub live_stage: Option<i64>,
+    /// The Docker engine is unreachable now: every page says so in a banner.
+    pub engine_down: bool,
 }
 
 impl Chrome {
@@ -261,6 +273,7 @@ impl Chrome {
             live: "",
             last_event_id: 0,
             live_stage: None,
+            engine_down: false,
         }
     }
 
@@ -275,11 +288,20 @@ impl Chrome {
             live: "",
             last_event_id: 0,
             live_stage: None,
+            engine_down: false,
         }
+    }
+
+    /// Shows the banner when the Docker engine is unreachable: the sync's event stream is down
+    /// (it reconnects as soon as the engine answers again; `/readyz` says 503 meanwhile).
+    pub fn engine(mut self, state: &AppState) -> Self {
+        self.engine_down = !state.sync.is_connected();
+        self
     }
 
     /// Turns on live updates of the given kind, resuming after the newest stored event.
     pub async fn live(mut self, state: &AppState, kind: &'static str) -> Self {
+        self = self.engine(state);
         self.live = kind;
         self.last_event_id = state.store.latest_event_id().await.ok().flatten().unwrap_or(0);
         self

@@ -70,7 +70,7 @@ async fn render_proxies(
     };
     let now = state.clock.now();
     let page = ProxiesPage {
-        chrome: Chrome::new(current, "Standalone proxies", Nav::Proxies, flash),
+        chrome: Chrome::new(current, "Standalone proxies", Nav::Proxies, flash).engine(state),
         forms,
         proxies: proxies
             .iter()

@@ -144,7 +144,7 @@ fn render_settings(
 ) -> Response {
     let settings = state.settings.current();
     let page = SettingsPage {
-        chrome: Chrome::new(current, "Settings", Nav::Settings, flash),
+        chrome: Chrome::new(current, "Settings", Nav::Settings, flash).engine(state),
         forms,
         webhook: (current.user.role >= Role::Admin).then(|| WebhookPanel::new(state, headers)),
         settings: Settings::KEYS

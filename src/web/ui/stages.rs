@@ -22,12 +22,14 @@ use super::page::{
     ACTION_WAIT, Chrome, Finished, Flash, FlashMessage, Nav, PageTemplate, Ui, error_page, render,
     see_other_with, within,
 };
-use super::view::{DeploymentView, InstanceView};
-use crate::domain::instance::InstanceFilter;
+use super::view::{BlockedDigestView, DeploymentView, InstanceView};
+use crate::deploy::rollback_target;
+use crate::domain::instance::{Instance, InstanceFilter};
 use crate::domain::stage::{ContainerSpec, Stage};
 use crate::domain::tag_policy::PolicyMode;
 use crate::web::api;
 use crate::web::api::instances::InstanceLogsParams;
+use crate::web::api::stage_poll::PollDecision;
 use crate::web::auth::{CurrentUser, Member, Viewer};
 use crate::web::error::{WebError, WebResult};
 use crate::web::extract::{ApiJson, ApiQuery};
@@ -234,6 +236,10 @@ pub struct StagePage {
     pub deployments: Vec<DeploymentView>,
     pub stage_values: StageFormValues,
     pub logs: Option<LogsView>,
+    /// The rollback confirmation: what it brings back.
+    pub rollback_question: String,
+    /// Digests automatic deploys skip because their deploy failed.
+    pub blocked: Vec<BlockedDigestView>,
 }
 
 impl PageTemplate for StagePage {
@@ -331,13 +337,15 @@ async fn build(
         project.name.as_str(),
         state.settings.current().base_domain.as_ref(),
     );
-    let instances: Vec<InstanceView> = state
+    let stored = state
         .store
         .list_instances(&InstanceFilter {
             stage_id: Some(id),
             ..Default::default()
         })
-        .await?
+        .await?;
+    let rollback_question = rollback_question(rollback_target(stage.current_instance_id, &stored));
+    let instances: Vec<InstanceView> = stored
         .iter()
         .map(|i| InstanceView::new(i, per_tag, hostname.as_deref(), &state.proxy_links, now))
         .collect();
@@ -347,6 +355,13 @@ async fn build(
         .await?
         .iter()
         .map(|d| DeploymentView::new(d, now))
+        .collect();
+    let blocked = state
+        .store
+        .list_failed_digests(id)
+        .await?
+        .iter()
+        .map(|f| BlockedDigestView::new(f, now))
         .collect();
     let logs = match logs_for.and_then(|lid| instances.iter().find(|i| i.id == lid)) {
         Some(instance) => Some(read_logs(state, viewer, instance).await),
@@ -400,7 +415,27 @@ async fn build(
         deployments,
         stage_values: StageFormValues::of(&stage),
         logs,
+        rollback_question,
+        blocked,
     })
+}
+
+/// `sha256:` and the first 12 hex digits, as `docker images` shows them.
+fn short_digest(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
+}
+
+/// The rollback confirmation, naming the instance, tag and digest it brings back.
+fn rollback_question(target: Option<&Instance>) -> String {
+    match target {
+        Some(i) => format!(
+            "Bring back instance #{} (tag {}, digest {}) and stop the current one?",
+            i.id,
+            i.image_tag,
+            i.image_digest.as_deref().unwrap_or("unknown"),
+        ),
+        None => "There is no earlier instance to bring back: none ran and is stopped now.".to_owned(),
+    }
 }
 
 /// The last lines of an instance's container output, through the API's logs handler.
@@ -509,13 +544,15 @@ pub async fn stage_deploy_post(
 ) -> Response {
     let form = FormData::parse(&body);
     let tag = form.opt("tag");
-    let what = tag.as_ref().map_or_else(
-        || "what the tag policy selects".to_owned(),
-        |t| format!("tag {t}"),
-    );
+    let digest = form.opt("digest");
+    let what = match (&tag, &digest) {
+        (Some(t), Some(d)) => format!("tag {t} at {}", short_digest(d)),
+        (Some(t), None) => format!("tag {t}"),
+        _ => "what the tag policy selects".to_owned(),
+    };
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let json = Bytes::from(json!({ "tag": tag }).to_string());
+    let json = Bytes::from(json!({ "tag": tag, "digest": digest }).to_string());
     let task_state = state.clone();
     let task_member = member.clone();
     let outcome = within(ACTION_WAIT, async move {
@@ -548,7 +585,7 @@ pub async fn stage_deploy_post(
                 "Deploying {what}… this page shows the outcome when it is done."
             )),
         ),
-        Ok(Finished::Done(Err(err))) if err.field.as_deref() == Some("tag") => {
+        Ok(Finished::Done(Err(err))) if err.field.as_deref() == Some("tag") && digest.is_none() => {
             let forms = Forms::failed("deploy", &form, &err, &["tag"]);
             let viewer = Viewer(member.0.clone());
             render_stage(&state, &viewer, id, None, FlashMessage(None), forms, err.status).await
@@ -592,6 +629,19 @@ pub async fn stage_poll_post(
                 message.push_str(&format!(" The deploy failed: {}", d.error.unwrap_or_default()));
                 return see_other_with(&back, Flash::error(message));
             }
+            if report.decision == PollDecision::SkipFailed {
+                let digest = report
+                    .selected_digest
+                    .as_deref()
+                    .map_or_else(String::new, |d| format!(" ({})", short_digest(d)));
+                return see_other_with(
+                    &back,
+                    Flash::warning(format!(
+                        "Polled: selected {selected}{digest}, skipped: this digest failed before \
+                         (retry it from the stage page)."
+                    )),
+                );
+            }
             see_other_with(&back, Flash::notice(message))
         }
         Ok(Finished::StillRunning) => see_other_with(
@@ -611,11 +661,23 @@ pub async fn stage_rollback_post(
 ) -> Response {
     let back = format!("/stages/{id}");
     if !FormData::parse(&body).confirmed() {
+        let target = match state.store.get_stage(id).await {
+            Ok(stage) => state
+                .store
+                .list_instances(&InstanceFilter {
+                    stage_id: Some(id),
+                    ..Default::default()
+                })
+                .await
+                .ok()
+                .and_then(|all| rollback_target(stage.current_instance_id, &all).cloned()),
+            Err(_) => None,
+        };
         return confirmation_page(
             &member.0,
             "Roll back the stage?",
             &format!("/stages/{id}/rollback"),
-            "The previous successful instance is started again and takes the traffic; the current one is stopped.",
+            &rollback_question(target.as_ref()),
             "Roll back",
             &back,
         );

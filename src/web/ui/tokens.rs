@@ -64,7 +64,7 @@ async fn render_tokens(
     };
     let now = state.clock.now();
     let page = TokensPage {
-        chrome: Chrome::new(current, "API tokens", Nav::Tokens, flash),
+        chrome: Chrome::new(current, "API tokens", Nav::Tokens, flash).engine(state),
         forms,
         tokens: tokens
             .iter()

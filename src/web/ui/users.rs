@@ -63,7 +63,7 @@ async fn render_users(
     };
     let now = state.clock.now();
     let page = UsersPage {
-        chrome: Chrome::new(current, "Users", Nav::Users, flash),
+        chrome: Chrome::new(current, "Users", Nav::Users, flash).engine(state),
         forms,
         users: users
             .iter()

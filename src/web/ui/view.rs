@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::hostname::Hostname;
-use crate::domain::instance::{Deployment, DeploymentStatus, Instance, InstanceStatus};
+use crate::domain::instance::{Deployment, DeploymentStatus, FailedDigest, Instance, InstanceStatus};
 
 /// Where the reverse proxy answers, so the UI's links to the hostnames it routes reach it: the
 /// port of its plain listener, and its HTTPS listener with the names its certificates are for.
@@ -277,6 +277,27 @@ impl DeploymentView {
             actor: d.actor.clone().unwrap_or_default(),
             started: When::new(d.started_at, now),
             duration,
+        }
+    }
+}
+
+/// A digest automatic deploys skip on a stage, with why, for the stage page's retry action.
+pub struct BlockedDigestView {
+    pub tag: String,
+    pub digest: String,
+    pub digest_short: String,
+    pub error: String,
+    pub failed: When,
+}
+
+impl BlockedDigestView {
+    pub fn new(failed: &FailedDigest, now: DateTime<Utc>) -> Self {
+        Self {
+            tag: failed.image_tag.clone(),
+            digest: failed.digest.clone(),
+            digest_short: failed.digest.get(..19).unwrap_or(&failed.digest).to_owned(),
+            error: failed.error.clone(),
+            failed: When::new(failed.failed_at, now),
         }
     }
 }
