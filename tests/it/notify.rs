@@ -449,6 +449,7 @@ async fn a_receiver_that_answers_500_three_times_gets_the_message_exactly_once()
         &admin,
         json!({
             "name": "flaky", "kind": "webhook", "secrets": {"url": receiver.url("/flaky")},
+            "rule": {"min_severity": "warn", "kinds": ["deploy_failed"]},
         }),
     )
     .await;
@@ -505,14 +506,14 @@ async fn a_receiver_that_refuses_for_good_is_given_up_at_once_and_a_dead_one_aft
     let gone = Receiver::answering(&[404, 404]).await;
     let gone_id = create_channel(
         &admin,
-        json!({"name": "gone", "kind": "slack", "secrets": {"url": gone.url("/x")}}),
+        json!({"name": "gone", "kind": "slack", "secrets": {"url": gone.url("/x")}, "rule": {"min_severity": "warn", "kinds": ["stale_found"]}}),
     )
     .await["id"]
         .as_i64()
         .unwrap();
     // Nothing listens on a port taken and released: every attempt is refused.
     let dead_port = crate::testenv::free_port();
-    let dead_id = create_channel(&admin, json!({"name": "dead", "kind": "discord", "secrets": {"url": format!("http://127.0.0.1:{dead_port}/x")}})).await["id"]
+    let dead_id = create_channel(&admin, json!({"name": "dead", "kind": "discord", "secrets": {"url": format!("http://127.0.0.1:{dead_port}/x")}, "rule": {"min_severity": "warn", "kinds": ["stale_found"]}})).await["id"]
         .as_i64()
         .unwrap();
     publish(
@@ -613,7 +614,8 @@ async fn a_queued_message_survives_a_restart_and_is_delivered_after_it() {
     let receiver = Receiver::answering(&[503]).await;
     create_channel(
         &admin,
-        json!({"name": "later", "kind": "webhook", "secrets": {"url": receiver.url("/later")}}),
+        json!({"name": "later", "kind": "webhook", "secrets": {"url": receiver.url("/later")},
+               "rule": {"min_severity": "warn", "kinds": ["deploy_failed"]}}),
     )
     .await;
     let marker = unique("kept");
