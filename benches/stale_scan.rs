@@ -87,6 +87,7 @@ async fn fresh_store(dir: &std::path::Path) -> (Store, Project, Stage) {
                 max_instances: NewStage::DEFAULT_MAX_INSTANCES,
                 min_release_age: None,
                 container: ContainerSpec::default(),
+                secret_env: Default::default(),
             },
             now,
         )
@@ -227,6 +228,7 @@ async fn real_case() -> Vec<ContainerSummary> {
                         status: InstanceStatus::Pending,
                         hostname: None,
                         created_at,
+                        config_revision: 1,
                     })
                     .await
                     .expect("an instance row");
@@ -402,6 +404,7 @@ async fn scaled_case(template: &[ContainerSummary], running_percent: usize) {
                 status: InstanceStatus::Pending,
                 hostname: None,
                 created_at: long_ago,
+                config_revision: 1,
             })
             .await
             .expect("an instance row");

@@ -4,12 +4,19 @@
 # by `docker import` (SPEC §10). For manual testing and benchmarks; integration tests may build
 # their images in Rust the same way. Needs dockerd and the registry (scripts/services.sh).
 #
-#   scripts/test-image.sh REGISTRY/REPO:TAG [--variant web|exit1|health500] [--marker TEXT]
+#   scripts/test-image.sh REGISTRY/REPO:TAG [--variant web|exit1|health500|app] [--marker TEXT]
 #
 # Variants (all expose 8080):
 #   web        busybox httpd on :8080; / and /health answer 200 with the marker text
 #   exit1      exits at once with status 1 (a deploy whose container never stays up)
 #   health500  / answers 200 with the marker, /health answers 500 (a failing health gate)
+#   app        web, plus what a stateful application does, through busybox httpd's CGI:
+#              /cgi-bin/env?NAME     the value of the environment variable NAME
+#              /cgi-bin/file?/PATH   the content of the file /PATH (a volume's, say)
+#              /cgi-bin/fetch?HOST:PORT/PATH   what http://HOST:PORT/PATH answers (an accessory)
+#              At start, when $APP_WRITE names a file, the marker is appended to it (a version
+#              writing to its volume); when $APP_PRINT_ENV is set, the environment is printed to
+#              the log.
 # The marker (default: the image name and the current time) lands in the image's files, so two
 # pushes of one tag get different digests and a response tells which build is serving.
 # Prints the pushed reference by digest, REGISTRY/REPO@sha256:..., on stdout.
@@ -21,7 +28,7 @@ die() {
     exit 1
 }
 usage() {
-    echo "usage: scripts/test-image.sh REGISTRY/REPO:TAG [--variant web|exit1|health500] [--marker TEXT]" >&2
+    echo "usage: scripts/test-image.sh REGISTRY/REPO:TAG [--variant web|exit1|health500|app] [--marker TEXT]" >&2
     exit 2
 }
 
@@ -40,7 +47,7 @@ done
 [[ -n $image ]] || usage
 # An explicit tag keeps `docker push` from pushing every local tag of the repository.
 [[ ${image##*/} == *:* && $image == */* ]] || die "want REGISTRY/REPO:TAG, got $image"
-case $variant in web | exit1 | health500) ;; *) die "unknown variant $variant" ;; esac
+case $variant in web | exit1 | health500 | app) ;; *) die "unknown variant $variant" ;; esac
 [[ -n $marker ]] || marker="$image built $(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
 [[ $marker != *$'\n'* ]] || die "the marker must be one line"
 
@@ -59,7 +66,7 @@ mkdir -p "$root/bin" "$root/www" "$root/tmp"
 chmod 1777 "$root/tmp"
 cp "$busybox" "$root/bin/busybox"
 # busybox picks the applet from argv[0], so a symlink per command is all an applet needs.
-for applet in sh httpd sleep echo cat env wget nc; do
+for applet in sh httpd sleep echo cat env wget nc printf mkdir ls rm true false date; do
     ln -s busybox "$root/bin/$applet"
 done
 printf '%s\n' "$marker" >"$root/www/index.html"
@@ -75,6 +82,45 @@ web)
     ;;
 exit1)
     cmd='["/bin/sh", "-c", "echo \"exiting with status 1\" >&2; exit 1"]'
+    ;;
+app)
+    printf '%s\n' "$marker" >"$root/www/health"
+    printf '%s\n' "$marker" >"$root/marker"
+    mkdir -p "$root/www/cgi-bin"
+    # CGI scripts get the container's environment (busybox httpd passes it on) and the query
+    # in $QUERY_STRING.
+    cat >"$root/www/cgi-bin/env" <<'SCRIPT'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+case $QUERY_STRING in
+'' | [0-9]* | *[!A-Za-z0-9_]*) echo "bad variable name"; exit 0 ;;
+esac
+eval "printf '%s' \"\${$QUERY_STRING-}\""
+SCRIPT
+    cat >"$root/www/cgi-bin/file" <<'SCRIPT'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+cat "$QUERY_STRING" 2>&1
+SCRIPT
+    cat >"$root/www/cgi-bin/fetch" <<'SCRIPT'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+wget -q -O - "http://$QUERY_STRING" 2>&1 || echo "fetch failed"
+SCRIPT
+    cat >"$root/bin/app-start" <<'SCRIPT'
+#!/bin/sh
+# The app variant's entry point: write the marker where asked, then serve until TERM.
+if [ -n "$APP_WRITE" ]; then
+    mkdir -p "${APP_WRITE%/*}"
+    cat /marker >>"$APP_WRITE"
+fi
+[ -z "$APP_PRINT_ENV" ] || env
+trap "exit 0" TERM INT
+/bin/httpd -f -p 8080 -h /www &
+wait
+SCRIPT
+    chmod 755 "$root/www/cgi-bin/env" "$root/www/cgi-bin/file" "$root/www/cgi-bin/fetch" "$root/bin/app-start"
+    cmd='["/bin/app-start"]'
     ;;
 health500)
     # busybox httpd runs CGI only under /cgi-bin/, so it cannot answer 500 on /health itself.

@@ -39,8 +39,7 @@ use crate::web::ui::view::ProxyLinks;
 /// before serving anyway: a hung engine must not keep docker-watcher from starting.
 const FIRST_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The `meta` key of the secret key's check value ([`SecretBox::key_check_value`]).
-pub const KEY_CHECK_META: &str = "secret_key_check";
+pub use crate::secrets::KEY_CHECK_META;
 
 /// What can be swapped when the app is embedded (tests inject a movable clock and shorten the
 /// notifier's retry backoff).
@@ -92,18 +91,15 @@ impl App {
         let store = opened.store;
         tightened.extend(opened.tightened);
         let installation_id: Arc<str> = store.installation_id().await?.into();
-        let secrets = match &config.secret_key {
-            Some(key) => SecretBox::from_configured(key),
-            None => {
-                let (secrets, was) = SecretBox::from_key_file(&config.data_dir)?;
-                tightened.extend(was.map(|was| crate::store::files::ModeTightened {
-                    path: config.data_dir.join(SecretBox::KEY_FILE),
-                    was,
-                    now: 0o600,
-                }));
-                secrets
-            }
-        };
+        let (secrets, was) =
+            SecretBox::for_installation(config.secret_key.as_deref(), &config.data_dir, &store)
+                .await
+                .context("setting up the secret key")?;
+        tightened.extend(was.map(|was| crate::store::files::ModeTightened {
+            path: config.data_dir.join(SecretBox::KEY_FILE),
+            was,
+            now: 0o600,
+        }));
         // A database restored or moved without its key would fail at the first secret it
         // opens, deep in a deploy; the check value stored on the first start makes it fail here.
         let key_check = store

@@ -178,7 +178,13 @@ fn check_key(config: &Config, summary: &BackupSummary) -> Result<(), BackupError
     }
     let key_file = config.data_dir.join(SecretBox::KEY_FILE);
     let secrets = match &config.secret_key {
-        Some(key) => SecretBox::from_configured(key),
+        // A passphrase is stretched with the backup's own salt (none: a backup from before it).
+        Some(key) => SecretBox::from_configured(key, summary.secret_kdf_salt.as_deref()).map_err(|e| {
+            io(&key_file)(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{e:#}"),
+            ))
+        })?,
         None if key_file.exists() => SecretBox::from_key_file(&config.data_dir)
             .map(|(secrets, _)| secrets)
             .map_err(|e| {

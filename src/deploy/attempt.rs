@@ -74,12 +74,14 @@ impl Deployer {
     ) -> DeployResult<DeployOutcome> {
         let store = &self.deps().store;
         let olds = self.predecessors(stage, tag).await?;
-        if olds
-            .iter()
-            .any(|old| old.image_digest.as_deref() == Some(digest.as_str()))
-        {
+        // Unchanged: the same digest, created from the stage's configuration as it is now. A
+        // changed configuration (spec, secrets) redeploys even the same digest.
+        if olds.iter().any(|old| {
+            old.image_digest.as_deref() == Some(digest.as_str())
+                && old.config_revision == stage.config_revision
+        }) {
             self.count(trigger, "unchanged");
-            tracing::debug!("the stage already runs this digest");
+            tracing::debug!("the stage already runs this digest with this configuration");
             return Ok(DeployOutcome::Unchanged);
         }
         if trigger == Trigger::Manual {
@@ -105,6 +107,7 @@ impl Deployer {
             status: InstanceStatus::Pending,
             hostname,
             created_at: self.now(),
+            config_revision: stage.config_revision,
         };
         let instance = match store.insert_instance(&new).await {
             Ok(instance) => instance,
@@ -184,7 +187,16 @@ impl Deployer {
             .pull(&image, auth.as_ref())
             .await
             .with_context(|| format!("pulling {image}"))?;
-        let spec = self.container_spec(attempt, image);
+        let secret_env = self.secret_env(&attempt.stage).await?;
+        if !secret_env.is_empty() {
+            // What this container is given, kept sealed: its logs stay masked after a change.
+            let snapshot = serde_json::to_string(&secret_env).context("serializing the secret variables")?;
+            deps.store
+                .set_instance_secrets(attempt.instance_id, &deps.secrets.seal(&snapshot))
+                .await
+                .context("recording the instance's secret variables")?;
+        }
+        let spec = self.container_spec(attempt, image, &secret_env);
         let name = spec.name.clone();
         let container_id = deps
             .engine
@@ -233,7 +245,33 @@ impl Deployer {
         Ok(())
     }
 
-    fn container_spec(&self, attempt: &Attempt, image: String) -> CreateContainer {
+    /// The stage's secret variables, opened: only ever handed to the engine.
+    pub(super) async fn secret_env(&self, stage: &Stage) -> anyhow::Result<BTreeMap<String, String>> {
+        let sealed = self
+            .deps()
+            .store
+            .stage_secrets(stage.id)
+            .await
+            .context("reading the stage's secret variables")?;
+        sealed
+            .into_iter()
+            .map(|(key, value)| {
+                let plain = self
+                    .deps()
+                    .secrets
+                    .open(&value)
+                    .with_context(|| format!("opening the secret variable {key}"))?;
+                Ok((key, plain))
+            })
+            .collect()
+    }
+
+    fn container_spec(
+        &self,
+        attempt: &Attempt,
+        image: String,
+        secret_env: &BTreeMap<String, String>,
+    ) -> CreateContainer {
         let container = &attempt.stage.container;
         let labels = BTreeMap::from([
             (labels::MANAGED.to_owned(), "true".to_owned()),
@@ -249,7 +287,12 @@ impl Deployer {
             name: container_name(&attempt.project, &attempt.stage, attempt.instance_id),
             image,
             labels,
-            env: container.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            env: container
+                .env
+                .iter()
+                .chain(secret_env)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
             command: container.command.clone(),
             container_port: container.port,
             memory_bytes: container.memory_mb.map(|mb| i64::from(mb) * 1024 * 1024),

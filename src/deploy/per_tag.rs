@@ -109,6 +109,7 @@ mod tests {
             last_alive_at: None,
             stopped_at: None,
             stale_since: None,
+            config_revision: 1,
         }
     }
 

@@ -40,8 +40,9 @@ impl std::fmt::Debug for PullAuth {
     }
 }
 
-/// What to create.
-#[derive(Debug, Clone, PartialEq)]
+/// What to create. Its `Debug` shows the names of the environment variables, never their
+/// values (secrets travel in `env`).
+#[derive(Clone, PartialEq)]
 pub struct CreateContainer {
     /// `dw-{project}-{stage}-{instance_id}`.
     pub name: String,
@@ -55,6 +56,26 @@ pub struct CreateContainer {
     pub container_port: u16,
     pub memory_bytes: Option<i64>,
     pub nano_cpus: Option<i64>,
+}
+
+impl std::fmt::Debug for CreateContainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env_keys: Vec<&str> = self
+            .env
+            .iter()
+            .map(|pair| pair.split_once('=').map_or(pair.as_str(), |(key, _)| key))
+            .collect();
+        f.debug_struct("CreateContainer")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field("labels", &self.labels)
+            .field("env_keys", &env_keys)
+            .field("command", &self.command)
+            .field("container_port", &self.container_port)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("nano_cpus", &self.nano_cpus)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

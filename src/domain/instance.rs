@@ -63,6 +63,7 @@ string_enum! {
         Webhook => "webhook",
         Manual => "manual",
         Rollback => "rollback",
+        Config => "config",
     }
 }
 
@@ -98,6 +99,8 @@ pub struct Instance {
     pub last_alive_at: Option<DateTime<Utc>>,
     pub stopped_at: Option<DateTime<Utc>>,
     pub stale_since: Option<DateTime<Utc>>,
+    /// The stage's `config_revision` its container was created with.
+    pub config_revision: i64,
 }
 
 /// An instance about to be recorded, before its container exists: the deployer records it first
@@ -112,6 +115,8 @@ pub struct NewInstance {
     /// The per-tag hostname it routes, claimed when the instance is recorded.
     pub hostname: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The stage's configuration revision the container is created from.
+    pub config_revision: i64,
 }
 
 /// Which instances to list. `None` means "any".
@@ -136,6 +141,8 @@ pub struct Deployment {
     pub actor: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The output of the deployment's hooks (the last 64 KiB), when it ran any.
+    pub hook_output: Option<String>,
 }
 
 #[cfg(test)]

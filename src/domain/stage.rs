@@ -11,6 +11,7 @@ use super::ParseError;
 use super::duration::HumanDuration;
 use super::hostname::Hostname;
 use super::name::Name;
+use super::project::SealedSecret;
 use super::schedule::Schedule;
 use super::tag_policy::TagPolicy;
 
@@ -28,6 +29,13 @@ pub struct Stage {
     pub max_instances: u32,
     pub min_release_age: Option<HumanDuration>,
     pub container: ContainerSpec,
+    /// The names of the stage's secret environment variables; their values stay sealed in the
+    /// store and are opened only to start a container.
+    pub secret_env_keys: Vec<String>,
+    /// Bumped by every change of what a container of this stage is made of (the container spec,
+    /// the secrets, the hooks, the strategy): an instance created at an older revision is out
+    /// of date.
+    pub config_revision: i64,
     pub current_instance_id: Option<i64>,
     pub available_tag: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -44,6 +52,8 @@ pub struct NewStage {
     pub max_instances: u32,
     pub min_release_age: Option<HumanDuration>,
     pub container: ContainerSpec,
+    /// Secret environment variables, sealed.
+    pub secret_env: BTreeMap<String, SealedSecret>,
 }
 
 /// A partial update: `None` leaves a field as it is; `Some(None)` clears a nullable one.
@@ -57,6 +67,10 @@ pub struct StagePatch {
     pub max_instances: Option<u32>,
     pub min_release_age: Option<Option<HumanDuration>>,
     pub container: Option<ContainerSpec>,
+    /// Secret variables to set or replace (`Some`, sealed) or remove (`None`); keys not named
+    /// are kept. Only keys whose value really changes belong here: each entry counts as a
+    /// change of configuration.
+    pub secret_env: BTreeMap<String, Option<SealedSecret>>,
 }
 
 impl NewStage {
@@ -124,6 +138,58 @@ impl Default for ContainerSpec {
     }
 }
 
+/// Whether `key` can name an environment variable: letters, digits and `_`, not starting with a
+/// digit, at most 255 characters.
+pub fn is_env_name(key: &str) -> bool {
+    key.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && key.len() <= 255
+}
+
+/// What is wrong with a key that [`is_env_name`] refuses.
+pub fn env_name_message(key: &str) -> String {
+    format!("'{key}' is not a valid variable name: letters, digits and _, not starting with a digit")
+}
+
+/// The most secret variables a stage or an accessory holds.
+pub const MAX_SECRET_ENV: usize = 100;
+/// The longest secret value, in bytes.
+pub const MAX_SECRET_VALUE: usize = 64 * 1024;
+
+/// Checks the keys and values of a secret-variable patch against `env` (a name may be plain or
+/// secret, not both). The error names the field (`container.secret_env.KEY`) and never quotes a
+/// value.
+pub fn check_secret_env<'a>(
+    patch: impl IntoIterator<Item = (&'a String, Option<&'a String>)>,
+    env: &BTreeMap<String, String>,
+) -> Result<(), (String, ParseError)> {
+    let fail = |key: &str, msg: String| Err((format!("container.secret_env.{key}"), ParseError::new(msg)));
+    for (key, value) in patch {
+        if !is_env_name(key) {
+            return fail(key, env_name_message(key));
+        }
+        if value.is_some() && env.contains_key(key) {
+            return fail(
+                key,
+                format!(
+                    "'{key}' is also a plain variable in container.env; a name is either plain or secret"
+                ),
+            );
+        }
+        if let Some(value) = value {
+            if value.contains('\0') {
+                return fail(key, "must not contain NUL characters".into());
+            }
+            if value.len() > MAX_SECRET_VALUE {
+                return fail(key, format!("at most {MAX_SECRET_VALUE} bytes"));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl ContainerSpec {
     fn default_port() -> u16 {
         8080
@@ -143,19 +209,8 @@ impl ContainerSpec {
             return fail("env", "at most 1000 variables".into());
         }
         for (key, value) in &self.env {
-            let valid = key
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && key.len() <= 255;
-            if !valid {
-                return fail(
-                    &format!("env.{key}"),
-                    format!(
-                        "'{key}' is not a valid variable name: letters, digits and _, not starting with a digit"
-                    ),
-                );
+            if !is_env_name(key) {
+                return fail(&format!("env.{key}"), env_name_message(key));
             }
             if value.contains('\0') {
                 return fail(&format!("env.{key}"), "must not contain NUL characters".into());

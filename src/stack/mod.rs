@@ -73,7 +73,9 @@ impl Kind {
         }
     }
 
-    /// The write-only fields: given from the environment, compared by value, never shown.
+    /// The fixed write-only fields: given from the environment, compared by value, never
+    /// shown. A stage's secret variables are write-only too, one secret per variable, named
+    /// with [`SECRET_ENV_PREFIX`] (`container.secret_env.DATABASE_PASSWORD`).
     pub fn secret_fields(self) -> &'static [&'static str] {
         match self {
             Kind::Project => &["registry_password"],
@@ -114,6 +116,9 @@ impl Kind {
     }
 }
 
+/// The secret name of a stage's secret variable `KEY`: `container.secret_env.KEY`.
+pub const SECRET_ENV_PREFIX: &str = "container.secret_env.";
+
 /// One thing of an installation or a file, in canonical form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
@@ -123,8 +128,9 @@ pub struct Resource {
     pub key: Vec<String>,
     /// Canonical values of [`Kind::fields`], as the API writes them; `null` for none.
     pub fields: Map<String, Value>,
-    /// Plain values of [`Kind::secret_fields`] (`None`: not set). From a file they are the
-    /// environment's values; from an installation, the opened sealed values.
+    /// Plain values of [`Kind::secret_fields`] and of a stage's secret variables (`None`: not
+    /// set). From a file they are the environment's values; from an installation, the opened
+    /// sealed values. A secret a file leaves out is left as it is.
     pub secrets: BTreeMap<String, Option<String>>,
 }
 

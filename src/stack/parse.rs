@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::source::{Location, SourceMap};
-use super::{Kind, Resource, Stack, StackError};
+use super::{Kind, Resource, SECRET_ENV_PREFIX, Stack, StackError};
 use crate::domain::ParseError;
 use crate::domain::duration::HumanDuration;
 use crate::domain::hostname::Hostname;
@@ -36,7 +36,7 @@ use crate::domain::project::{parse_project_image, parse_registry_username};
 use crate::domain::proxy::{TargetUrl, parse_proxy_name};
 use crate::domain::schedule::Schedule;
 use crate::domain::settings::Settings;
-use crate::domain::stage::{ContainerSpec, NewStage, parse_max_instances};
+use crate::domain::stage::{ContainerSpec, NewStage, check_secret_env, parse_max_instances};
 use crate::domain::tag_policy::TagPolicy;
 
 /// The largest stack file accepted (the API's body limit is 1 MiB, JSON-escaped).
@@ -81,8 +81,9 @@ struct StageEntry {
     max_instances: Option<i64>,
     #[serde(default)]
     min_release_age: Option<String>,
+    /// A [`ContainerSpec`] plus `secret_env` (`${VARIABLE}` references only), read apart.
     #[serde(default)]
-    container: ContainerSpec,
+    container: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,7 +173,7 @@ pub fn parse(file: &str, text: &str, variables: &HashMap<String, String>) -> Res
         for (name, entry) in projects {
             resources.push(project_resource(&mut reader, name, entry, variables)?);
             for (stage, stage_entry) in &entry.stages {
-                stages.push(stage_resource(&mut reader, name, stage, stage_entry)?);
+                stages.push(stage_resource(&mut reader, name, stage, stage_entry, variables)?);
             }
         }
         resources.extend(stages);
@@ -257,6 +258,7 @@ fn stage_resource(
     project: &str,
     name: &str,
     entry: &StageEntry,
+    variables: &HashMap<String, String>,
 ) -> Result<Resource, StackError> {
     let base = ["projects", project, "stages", name];
     reader.remember(&base, Kind::Stage.fields());
@@ -277,13 +279,48 @@ fn stage_resource(
         .map(HumanDuration::parse)
         .transpose();
     let min_release_age = reader.field(&at("min_release_age"), min_release_age)?;
-    entry.container.validate().map_err(|(field, e)| {
+    let mut table = entry.container.clone().unwrap_or_default();
+    let secret_env = table.remove("secret_env");
+    let spec: ContainerSpec = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| reader.error_at(&at("container"), e.message().trim().to_owned()))?;
+    spec.validate().map_err(|(field, e)| {
         let mut path: Vec<&str> = base.to_vec();
         path.extend(field.split('.'));
         reader.error_at(&path, e.0)
     })?;
-    let container = serde_json::to_value(&entry.container)
-        .map_err(|e| reader.error_at(&at("container"), e.to_string()))?;
+    let mut secrets = BTreeMap::new();
+    if let Some(secret_env) = secret_env {
+        let secret_at = [base[0], base[1], base[2], base[3], "container", "secret_env"];
+        let toml::Value::Table(secret_env) = secret_env else {
+            return Err(reader.error_at(&secret_at, "must be a table of KEY = \"${VARIABLE}\"".to_owned()));
+        };
+        for (key, raw) in secret_env {
+            let path = [
+                base[0],
+                base[1],
+                base[2],
+                base[3],
+                "container",
+                "secret_env",
+                key.as_str(),
+            ];
+            let value = match raw.as_str() {
+                Some(raw) => secret_from_environment(raw, variables),
+                None => Err(ParseError::new("must be \"${VARIABLE}\"")),
+            };
+            let value = reader.field(&path, value)?;
+            secrets.insert(key, Some(value));
+        }
+        let named = secrets.iter().map(|(k, v)| (k, v.as_ref()));
+        check_secret_env(named, &spec.env).map_err(|(field, e)| {
+            let mut path: Vec<&str> = base.to_vec();
+            path.extend(field.split('.'));
+            reader.error_at(&path, e.0)
+        })?;
+    }
+    let container =
+        serde_json::to_value(&spec).map_err(|e| reader.error_at(&at("container"), e.to_string()))?;
 
     let mut resource = Resource::new(Kind::Stage, vec![project.to_owned(), name.to_owned()]);
     let fields = &mut resource.fields;
@@ -297,6 +334,11 @@ fn stage_resource(
         json!(min_release_age.map(|d| d.to_string())),
     );
     fields.insert("container".into(), container);
+    for (key, value) in secrets {
+        resource
+            .secrets
+            .insert(format!("{SECRET_ENV_PREFIX}{key}"), value);
+    }
     Ok(resource)
 }
 

@@ -150,15 +150,17 @@ fn diff(before: &Resource, after: &Resource, update: bool) -> Vec<FieldChange> {
             });
         }
     }
-    for field in before.kind.secret_fields() {
-        let from = before.secrets.get(*field).cloned().flatten();
-        let Some(to) = after.secrets.get(*field).cloned() else {
+    let secrets: std::collections::BTreeSet<&String> =
+        before.secrets.keys().chain(after.secrets.keys()).collect();
+    for field in secrets {
+        let from = before.secrets.get(field).cloned().flatten();
+        let Some(to) = after.secrets.get(field).cloned() else {
             continue;
         };
         if from != to {
             let shown = |v: &Option<String>| v.as_ref().map_or(Value::Null, |_| Value::from("(set)"));
             changes.push(FieldChange {
-                field: (*field).to_owned(),
+                field: field.clone(),
                 from: shown(&from),
                 to: shown(&to),
                 secret: true,

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::{Kind, Resource};
+use super::{Kind, Resource, SECRET_ENV_PREFIX};
 
 const HEADER: &str = "\
 # docker-watcher stack file, written by `docker-watcher export`.
@@ -39,10 +39,28 @@ pub fn render(resources: &[Resource]) -> String {
     let mut proxies = toml::Table::new();
     for resource in resources {
         let mut table = fields_table(resource);
-        for field in resource.kind.secret_fields() {
-            if resource.secrets.get(*field).is_some_and(Option::is_some) {
-                let reference = format!("${{{}}}", secret_reference(resource, field));
-                table.insert((*field).to_owned(), toml::Value::String(reference));
+        for (field, value) in &resource.secrets {
+            if value.is_none() {
+                continue;
+            }
+            let reference = toml::Value::String(format!("${{{}}}", secret_reference(resource, field)));
+            match field.strip_prefix(SECRET_ENV_PREFIX) {
+                Some(key) => {
+                    let container = table
+                        .entry("container")
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    if let toml::Value::Table(container) = container {
+                        let secret_env = container
+                            .entry("secret_env")
+                            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                        if let toml::Value::Table(secret_env) = secret_env {
+                            secret_env.insert(key.to_owned(), reference);
+                        }
+                    }
+                }
+                None => {
+                    table.insert(field.clone(), reference);
+                }
             }
         }
         match (resource.kind, resource.key.as_slice()) {
@@ -135,22 +153,44 @@ registry_password = "${PW}"
 [projects.shop.stages.prod]
 tag_policy = "tag:latest"
 hostname = "shop.example.com"
-container = { env = { A = "1" }, health_check = { path = "/h" } }
+container = { env = { A = "1" }, secret_env = { DB_PASSWORD = "${DBPW}" }, health_check = { path = "/h" } }
 [proxies."a.example.com"]
 target_url = "http://127.0.0.1:9/"
 "#;
 
     #[test]
     fn a_rendered_file_parses_back_to_the_same_resources_with_secret_references() {
-        let vars = HashMap::from([("PW".to_owned(), "x".to_owned())]);
+        let vars = HashMap::from([
+            ("PW".to_owned(), "x".to_owned()),
+            ("DBPW".to_owned(), "db-secret-value".to_owned()),
+        ]);
         let stack = parse("s.toml", FILE, &vars).unwrap();
+        let prod = stack.resources.iter().find(|r| r.kind == Kind::Stage).unwrap();
+        assert_eq!(
+            prod.secrets["container.secret_env.DB_PASSWORD"].as_deref(),
+            Some("db-secret-value")
+        );
+        assert!(prod.fields["container"].get("secret_env").is_none());
         let text = render(&stack.resources);
         assert!(
             text.contains("registry_password = \"${SHOP_REGISTRY_PASSWORD}\""),
             "{text}"
         );
-        assert!(!text.contains("\"x\""), "{text}");
-        let vars = HashMap::from([("SHOP_REGISTRY_PASSWORD".to_owned(), "x".to_owned())]);
+        assert!(
+            text.contains("DB_PASSWORD = \"${SHOP_PROD_CONTAINER_SECRET_ENV_DB_PASSWORD}\""),
+            "{text}"
+        );
+        assert!(
+            !text.contains("\"x\"") && !text.contains("db-secret-value"),
+            "{text}"
+        );
+        let vars = HashMap::from([
+            ("SHOP_REGISTRY_PASSWORD".to_owned(), "x".to_owned()),
+            (
+                "SHOP_PROD_CONTAINER_SECRET_ENV_DB_PASSWORD".to_owned(),
+                "db-secret-value".to_owned(),
+            ),
+        ]);
         let again = parse("export.toml", &text, &vars).unwrap();
         assert_eq!(again.resources, stack.resources);
         assert_eq!(render(&again.resources), text, "stable");
@@ -166,6 +206,17 @@ target_url = "http://127.0.0.1:9/"
         let stack = parse("e.toml", &text, &HashMap::new()).unwrap();
         assert!(stack.resources.is_empty());
         assert!(stack.governs(Kind::Project) && stack.governs(Kind::Proxy));
+    }
+
+    #[test]
+    fn a_secret_variable_must_be_an_environment_reference() {
+        let file = "[projects.shop]\nimage = \"nginx\"\n[projects.shop.stages.prod]\ntag_policy = \"tag:latest\"\ncontainer = { secret_env = { DB_PASSWORD = \"literal\" } }\n";
+        let err = parse("s.toml", file, &HashMap::new()).unwrap_err();
+        assert_eq!(
+            err.location.path,
+            "projects.shop.stages.prod.container.secret_env.DB_PASSWORD"
+        );
+        assert!(!err.message.contains("literal"), "{}", err.message);
     }
 
     #[test]

@@ -178,6 +178,7 @@ mod tests {
             last_alive_at: last_alive.map(at),
             stopped_at: None,
             stale_since: None,
+            config_revision: 1,
         }
     }
 

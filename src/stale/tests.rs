@@ -250,6 +250,7 @@ impl Harness {
                 status: InstanceStatus::Pending,
                 hostname: None,
                 created_at: now,
+                config_revision: 1,
             })
             .await
             .unwrap();

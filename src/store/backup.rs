@@ -23,6 +23,8 @@ pub struct BackupSummary {
     pub secret_key_check: Option<String>,
     /// One sealed registry password, to check a key against when there is no check value.
     pub sample_secret: Option<Vec<u8>>,
+    /// The argon2id salt of a passphrase key (`meta.secret_kdf_salt`), when it has one.
+    pub secret_kdf_salt: Option<String>,
 }
 
 async fn connect_read_only(path: &Path) -> StoreResult<SqliteConnection> {
@@ -107,6 +109,10 @@ pub async fn inspect_backup(path: &Path) -> StoreResult<BackupSummary> {
     )
     .fetch_optional(&mut conn)
     .await?;
+    let secret_kdf_salt: Option<String> =
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'secret_kdf_salt'")
+            .fetch_optional(&mut conn)
+            .await?;
     conn.close().await?;
     Ok(BackupSummary {
         schema_version,
@@ -115,5 +121,6 @@ pub async fn inspect_backup(path: &Path) -> StoreResult<BackupSummary> {
         events,
         secret_key_check,
         sample_secret,
+        secret_kdf_salt,
     })
 }

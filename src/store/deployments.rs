@@ -18,7 +18,8 @@ const TABLE: &str = "deployments";
 
 macro_rules! deployment_columns {
     () => {
-        "id, stage_id, instance_id, image_tag, image_digest, trigger, status, error, actor, started_at, finished_at"
+        "id, stage_id, instance_id, image_tag, image_digest, trigger, status, error, actor, started_at, finished_at, \
+         hook_output"
     };
 }
 
@@ -35,6 +36,7 @@ struct DeploymentRow {
     actor: Option<String>,
     started_at: String,
     finished_at: Option<String>,
+    hook_output: Option<String>,
 }
 
 impl DeploymentRow {
@@ -51,6 +53,7 @@ impl DeploymentRow {
             actor: self.actor,
             started_at: parse_ts(TABLE, &self.started_at)?,
             finished_at: parse_opt_ts(TABLE, self.finished_at.as_deref())?,
+            hook_output: self.hook_output,
         })
     }
 }

@@ -24,7 +24,7 @@ macro_rules! instance_select {
         "SELECT i.id, i.project_id, p.name AS project_name, i.stage_id, s.name AS stage_name, i.image_tag, \
          i.image_digest, i.container_id, i.container_name, i.status, \
          coalesce(s.current_instance_id = i.id, 0) AS is_current, i.host_port, i.hostname, i.exit_code, \
-         i.created_at, i.started_at, i.last_alive_at, i.stopped_at, i.stale_since \
+         i.created_at, i.started_at, i.last_alive_at, i.stopped_at, i.stale_since, i.config_revision \
          FROM instances i JOIN stages s ON s.id = i.stage_id JOIN projects p ON p.id = i.project_id"
     };
 }
@@ -50,6 +50,7 @@ struct InstanceRow {
     last_alive_at: Option<String>,
     stopped_at: Option<String>,
     stale_since: Option<String>,
+    config_revision: i64,
 }
 
 impl InstanceRow {
@@ -77,6 +78,7 @@ impl InstanceRow {
             last_alive_at: parse_opt_ts(TABLE, self.last_alive_at.as_deref())?,
             stopped_at: parse_opt_ts(TABLE, self.stopped_at.as_deref())?,
             stale_since: parse_opt_ts(TABLE, self.stale_since.as_deref())?,
+            config_revision: self.config_revision,
         })
     }
 }
@@ -108,14 +110,16 @@ impl Store {
         let hostname = new.hostname.as_deref().map(str::to_ascii_lowercase);
         let mut tx = self.write_tx().await?;
         let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO instances (project_id, stage_id, image_tag, image_digest, status, hostname, created_at) \
-             SELECT project_id, id, ?, ?, ?, ?, ? FROM stages WHERE id = ? AND project_id = ? RETURNING id",
+            "INSERT INTO instances (project_id, stage_id, image_tag, image_digest, status, hostname, created_at, \
+             config_revision) \
+             SELECT project_id, id, ?, ?, ?, ?, ?, ? FROM stages WHERE id = ? AND project_id = ? RETURNING id",
         )
         .bind(&new.image_tag)
         .bind(new.image_digest.as_deref())
         .bind(new.status.as_str())
         .bind(hostname.as_deref())
         .bind(ts(new.created_at))
+        .bind(new.config_revision)
         .bind(new.stage_id)
         .bind(new.project_id)
         .fetch_optional(&mut *tx)
@@ -541,6 +545,7 @@ mod tests {
             status: InstanceStatus::Pending,
             hostname: None,
             created_at: at(secs),
+            config_revision: 1,
         }
     }
 

@@ -11,7 +11,8 @@
 //! - [`installation`]: the installation id and generated secrets (`installation`, `meta`).
 //! - [`users`]: users, API tokens, sessions.
 //! - [`projects`], [`stages`]: configuration; [`hostnames`]: the claims that keep a routed
-//!   hostname unique across stages, instances and standalone proxies.
+//!   hostname unique across stages, instances and standalone proxies; [`secrets`]: the sealed
+//!   secret variables of stages and accessories.
 //! - [`instances`], [`deployments`]: what runs and what was attempted; failed digests.
 //! - [`poll_state`]: what the poller keeps between polls (digests' first-seen times).
 //! - [`proxies`]: standalone proxies.
@@ -31,6 +32,7 @@ pub mod notifications;
 pub mod poll_state;
 pub mod projects;
 pub mod proxies;
+pub mod secrets;
 pub mod settings;
 pub mod stages;
 pub mod users;
@@ -290,6 +292,7 @@ pub(crate) mod testing {
             max_instances: NewStage::DEFAULT_MAX_INSTANCES,
             min_release_age: None,
             container: ContainerSpec::default(),
+            secret_env: Default::default(),
         }
     }
 

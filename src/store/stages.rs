@@ -17,6 +17,7 @@ use crate::domain::stage::{ContainerSpec, NewStage, Stage, StagePatch};
 use crate::domain::tag_policy::TagPolicy;
 
 use super::hostnames::{self, OwnerKind};
+use super::secrets::{self, SecretOwner};
 use super::{Store, StoreError, StoreResult, narrow, parse_col, parse_ts, ts, unique_to_conflict};
 
 const TABLE: &str = "stages";
@@ -24,7 +25,7 @@ const TABLE: &str = "stages";
 macro_rules! stage_columns {
     () => {
         "id, project_id, name, tag_policy, schedule, auto_deploy, hostname, max_instances, min_release_age, \
-         container, current_instance_id, available_tag, created_at, updated_at"
+         container, config_revision, current_instance_id, available_tag, created_at, updated_at"
     };
 }
 
@@ -40,6 +41,7 @@ struct StageRow {
     max_instances: i64,
     min_release_age: Option<String>,
     container: String,
+    config_revision: i64,
     current_instance_id: Option<i64>,
     available_tag: Option<String>,
     created_at: String,
@@ -47,7 +49,7 @@ struct StageRow {
 }
 
 impl StageRow {
-    fn into_stage(self) -> StoreResult<Stage> {
+    fn into_stage(self, secret_env_keys: Vec<String>) -> StoreResult<Stage> {
         Ok(Stage {
             id: self.id,
             project_id: self.project_id,
@@ -74,6 +76,8 @@ impl StageRow {
                 table: TABLE,
                 message: format!("container spec: {e}"),
             })?,
+            secret_env_keys,
+            config_revision: self.config_revision,
             current_instance_id: self.current_instance_id,
             available_tag: self.available_tag,
             created_at: parse_ts(TABLE, &self.created_at)?,
@@ -135,9 +139,22 @@ async fn fetch_stage(conn: &mut SqliteConnection, id: i64) -> StoreResult<Stage>
     let row: Option<StageRow> =
         sqlx::query_as(concat!("SELECT ", stage_columns!(), " FROM stages WHERE id = ?"))
             .bind(id)
-            .fetch_optional(conn)
+            .fetch_optional(&mut *conn)
             .await?;
-    row.ok_or(StoreError::NotFound)?.into_stage()
+    let row = row.ok_or(StoreError::NotFound)?;
+    let keys = secrets::secret_keys(conn, SecretOwner::Stage, id).await?;
+    row.into_stage(keys)
+}
+
+/// Rows into stages, with each stage's secret keys from one query.
+async fn into_stages(conn: &mut SqliteConnection, rows: Vec<StageRow>) -> StoreResult<Vec<Stage>> {
+    let mut keys = secrets::all_secret_keys(conn, SecretOwner::Stage).await?;
+    rows.into_iter()
+        .map(|row| {
+            let id = row.id;
+            row.into_stage(keys.remove(&id).unwrap_or_default())
+        })
+        .collect()
 }
 
 async fn project_exists(conn: &mut SqliteConnection, project_id: i64) -> StoreResult<bool> {
@@ -192,6 +209,13 @@ impl Store {
         if let Some(hostname) = &values.hostname {
             hostnames::claim(&mut tx, hostname, OwnerKind::Stage, id).await?;
         }
+        secrets::write_secrets(
+            &mut tx,
+            SecretOwner::Stage,
+            id,
+            new.secret_env.iter().map(|(k, v)| (k, Some(v))).collect(),
+        )
+        .await?;
         let stage = fetch_stage(&mut tx, id).await?;
         tx.commit().await?;
         Ok(stage)
@@ -218,24 +242,29 @@ impl Store {
         .bind(project_id)
         .fetch_all(&mut *tx)
         .await?;
+        let stages = into_stages(&mut tx, rows).await?;
         tx.commit().await?;
-        rows.into_iter().map(StageRow::into_stage).collect()
+        Ok(stages)
     }
 
     /// Every stage of every project, by project then age: what the poller and the router load.
     pub async fn list_all_stages(&self) -> StoreResult<Vec<Stage>> {
+        let mut tx = self.pool().begin().await?;
         let rows: Vec<StageRow> = sqlx::query_as(concat!(
             "SELECT ",
             stage_columns!(),
             " FROM stages ORDER BY project_id, id"
         ))
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
-        rows.into_iter().map(StageRow::into_stage).collect()
+        let stages = into_stages(&mut tx, rows).await?;
+        tx.commit().await?;
+        Ok(stages)
     }
 
     /// Applies a partial update; a changed hostname moves the stage's claim in the same
-    /// transaction (the old name is released only if the new one can be claimed).
+    /// transaction (the old name is released only if the new one can be claimed). A change of
+    /// what its containers are made of (the container spec, a secret) bumps `config_revision`.
     pub async fn update_stage(&self, id: i64, patch: &StagePatch, now: DateTime<Utc>) -> StoreResult<Stage> {
         let mut tx = self.write_tx().await?;
         let current = fetch_stage(&mut tx, id).await?;
@@ -259,9 +288,12 @@ impl Store {
                 .map_or(current.min_release_age.as_ref(), Option::as_ref),
             patch.container.as_ref().unwrap_or(&current.container),
         )?;
+        let reconfigured =
+            patch.container.as_ref().is_some_and(|c| *c != current.container) || !patch.secret_env.is_empty();
         sqlx::query(
             "UPDATE stages SET name = ?, tag_policy = ?, schedule = ?, auto_deploy = ?, hostname = ?, \
-             max_instances = ?, min_release_age = ?, container = ?, updated_at = ? WHERE id = ?",
+             max_instances = ?, min_release_age = ?, container = ?, updated_at = ?, \
+             config_revision = config_revision + ? WHERE id = ?",
         )
         .bind(&values.name)
         .bind(&values.tag_policy)
@@ -272,6 +304,7 @@ impl Store {
         .bind(&values.min_release_age)
         .bind(&values.container)
         .bind(ts(now))
+        .bind(i64::from(reconfigured))
         .bind(id)
         .execute(&mut *tx)
         .await
@@ -282,6 +315,13 @@ impl Store {
                 hostnames::claim(&mut tx, hostname, OwnerKind::Stage, id).await?;
             }
         }
+        secrets::write_secrets(
+            &mut tx,
+            SecretOwner::Stage,
+            id,
+            patch.secret_env.iter().map(|(k, v)| (k, v.as_ref())).collect(),
+        )
+        .await?;
         let stage = fetch_stage(&mut tx, id).await?;
         tx.commit().await?;
         Ok(stage)
@@ -641,6 +681,7 @@ mod tests {
                 status: InstanceStatus::Running,
                 hostname: None,
                 created_at: at(0),
+                config_revision: 1,
             })
             .await
             .unwrap();
@@ -733,6 +774,7 @@ mod tests {
             status: InstanceStatus::Pending,
             hostname: None,
             created_at: at(0),
+            config_revision: 1,
         };
         let instance = store.insert_instance(&new).await.unwrap();
         assert!(matches!(

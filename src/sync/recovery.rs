@@ -469,6 +469,7 @@ mod tests {
             last_alive_at: None,
             stopped_at: None,
             stale_since: None,
+            config_revision: 1,
         }
     }
 
@@ -497,6 +498,7 @@ mod tests {
             actor: None,
             started_at: at(0),
             finished_at: None,
+            hook_output: None,
         }
     }
 

@@ -93,6 +93,7 @@ impl Harness {
                 status: InstanceStatus::Pending,
                 hostname: None,
                 created_at: self.deps.clock.now(),
+                config_revision: 1,
             })
             .await
             .unwrap();
@@ -557,6 +558,7 @@ async fn startup_rolls_back_an_interrupted_deploy_and_keeps_the_old_instance_ser
             status: InstanceStatus::Pending,
             hostname: None,
             created_at: h.deps.clock.now(),
+            config_revision: 1,
         })
         .await
         .unwrap();
@@ -635,6 +637,7 @@ async fn startup_finishes_a_deploy_that_had_switched_and_drops_one_that_created_
             status: InstanceStatus::Pending,
             hostname: None,
             created_at: h.deps.clock.now(),
+            config_revision: 1,
         })
         .await
         .unwrap();

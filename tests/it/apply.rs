@@ -434,6 +434,9 @@ async fn a_member_applies_projects_but_not_settings_or_proxies_and_a_refusal_cha
     let viewer = app.user_with_role("vic", "viewer").await;
     let (status, _) = viewer.post("/api/apply", json!({"content": projects})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // The file holds plain env values, which viewers may not read.
     let (status, _) = viewer.get("/api/export").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = member.get("/api/export").await;
     assert_eq!(status, StatusCode::OK);
 }

@@ -271,3 +271,81 @@ async fn backup_and_restore_point_postgres_users_at_pg_dump() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("pg_dump"));
 }
+
+/// Runs the real binary with `--data-dir dir` and the passphrase `key`.
+async fn binary_with_key(dir: &Path, key: &str, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_docker-watcher"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env("DOCKER_WATCHER_SECRET_KEY", key)
+        .env_remove("DOCKER_WATCHER_CONFIG")
+        .output()
+        .await
+        .expect("the binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_passphrase_installation_restores_with_its_salt_and_its_secret_variables_still_open() {
+    let passphrase = "a passphrase of this backup test";
+    let source = tempfile::tempdir().unwrap();
+    let mut config = Config::for_data_dir(source.path());
+    config.secret_key = Some(passphrase.into());
+    config.admin_password = Some(ADMIN_PASSWORD.into());
+    let app = App::spawn(config, AppOptions::default()).await.unwrap();
+    let admin = token_client_at(&format!("http://{}", app.api_addr()), "admin", ADMIN_PASSWORD).await;
+    let (status, project) = admin
+        .post(
+            "/api/projects",
+            json!({"name": "shop", "image": "127.0.0.1:5000/dwtest/backup-salt"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{project}");
+    let project_id = project["id"].as_i64().unwrap();
+    let (status, stage) = admin
+        .post(
+            &format!("/api/projects/{project_id}/stages"),
+            json!({
+                "name": "prod",
+                "tag_policy": "tag:v1",
+                "auto_deploy": false,
+                "container": {"secret_env": {"DB_PASSWORD": "restored-secret-value"}},
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{stage}");
+    let stage_id = stage["id"].as_i64().unwrap();
+    app.stop().await;
+
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("backup.db");
+    let file = file.to_str().unwrap();
+    let (ok, out) = binary_with_key(source.path(), passphrase, &["backup", file]).await;
+    assert!(ok, "{out}");
+
+    // The same passphrase, stretched with the backup's salt, opens it; another does not.
+    let wrong = tempfile::tempdir().unwrap();
+    let (ok, out) = binary_with_key(wrong.path(), "another passphrase", &["restore", file]).await;
+    assert!(!ok && out.contains("secret key does not match"), "{out}");
+    let restored = tempfile::tempdir().unwrap();
+    let (ok, out) = binary_with_key(restored.path(), passphrase, &["restore", file]).await;
+    assert!(ok, "{out}");
+
+    let mut config = Config::for_data_dir(restored.path());
+    config.secret_key = Some(passphrase.into());
+    let app = App::spawn(config, AppOptions::default())
+        .await
+        .expect("the restored installation starts with its passphrase");
+    let sealed = app.state().store.stage_secrets(stage_id).await.unwrap();
+    assert_eq!(
+        app.state().secrets.open(&sealed["DB_PASSWORD"]).unwrap(),
+        "restored-secret-value"
+    );
+    app.stop().await;
+}

@@ -30,6 +30,9 @@ pub enum Variant {
     Exit1,
     /// `/` answers the marker, `/health` answers 500.
     Health500,
+    /// Web, plus CGI: `/cgi-bin/env?NAME`, `/cgi-bin/file?/PATH`, `/cgi-bin/fetch?HOST:PORT/PATH`;
+    /// appends its marker to `$APP_WRITE` at start, prints its environment when `$APP_PRINT_ENV`.
+    App,
 }
 
 /// Builds and pushes `registry/repo:tag`; returns the pushed digest. Fails the test (never
@@ -40,6 +43,7 @@ pub async fn push_image(repo: &str, tag: &str, variant: Variant, marker: &str) -
         Variant::Web => "web",
         Variant::Exit1 => "exit1",
         Variant::Health500 => "health500",
+        Variant::App => "app",
     };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test-image.sh");
     let output = tokio::process::Command::new(script)
@@ -61,55 +65,9 @@ pub async fn push_image(repo: &str, tag: &str, variant: Variant, marker: &str) -
     Digest::parse(digest).expect("a digest")
 }
 
-/// Removes, when dropped, every container of one app's installation and the local images of
-/// the test's repositories — also when the test panics.
-pub struct Cleanup {
-    installation_id: String,
-    repos: Vec<String>,
-}
-
-impl Cleanup {
-    pub fn new(app: &TestApp) -> Self {
-        Self {
-            installation_id: app.app().state().installation_id.to_string(),
-            repos: Vec::new(),
-        }
-    }
-
-    /// Also removes the local images of `repo` at the end.
-    pub fn repo(&mut self, repo: &str) {
-        self.repos.push(format!("{}/{repo}", registry()));
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let docker = |args: &[&str]| {
-            std::process::Command::new("docker")
-                .args(args)
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default()
-        };
-        let filter = format!("label=io.docker-watcher.installation={}", self.installation_id);
-        let ids = docker(&["ps", "-aq", "--filter", &filter]);
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(ids);
-            docker(&args);
-        }
-        for repo in &self.repos {
-            let images = docker(&["images", "-q", repo]);
-            let images: Vec<&str> = images.split_whitespace().collect();
-            if !images.is_empty() {
-                let mut args = vec!["rmi", "-f"];
-                args.extend(images);
-                docker(&args);
-            }
-        }
-    }
-}
+/// Removes, when dropped, everything one app's installation created in the engine and the
+/// local images of the test's repositories — also when the test panics.
+pub use crate::helpers::InstallationCleanup as Cleanup;
 
 /// A project on a fresh repository of the test registry, and its id.
 pub async fn create_project(admin: &ApiClient, repo: &str) -> i64 {
@@ -202,7 +160,7 @@ const INSTANCE_FIELDS: [&str; 18] = [
     "stopped_at",
 ];
 
-const DEPLOYMENT_FIELDS: [&str; 11] = [
+const DEPLOYMENT_FIELDS: [&str; 12] = [
     "id",
     "stage_id",
     "instance_id",
@@ -214,6 +172,7 @@ const DEPLOYMENT_FIELDS: [&str; 11] = [
     "actor",
     "started_at",
     "finished_at",
+    "hook_output",
 ];
 
 #[track_caller]

@@ -4,7 +4,12 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt as _;
 
 use docker_watcher::app::{App, AppOptions};
 use docker_watcher::clock::OffsetClock;
@@ -308,4 +313,228 @@ pub fn assert_field_error(status: StatusCode, body: &Value, field: &str) {
         body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
         "{body}"
     );
+}
+
+/// The real binary, serving on ephemeral ports; SIGKILLed when dropped.
+pub struct Binary {
+    child: tokio::process::Child,
+    pub base_url: String,
+}
+
+impl Binary {
+    /// Starts `docker-watcher serve` on `data_dir`, its log in `data_dir/stderr.log`.
+    pub async fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &data_dir.join("stderr.log"), &[]).await
+    }
+
+    /// Starts `docker-watcher serve` on `data_dir` with extra environment variables, its log
+    /// (stderr) appended to `log`.
+    pub async fn start_with(data_dir: &Path, log: &Path, envs: &[(&str, &str)]) -> Self {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("a log file");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_docker-watcher"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--proxy-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("DOCKER_WATCHER_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_WATCHER_CONFIG")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let base_url = tokio::time::timeout(Duration::from_secs(90), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.strip_prefix("docker-watcher listening on ") {
+                    return Some(url.trim().to_owned());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            panic!(
+                "the binary never said where it listens:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        });
+        // Keep reading stdout so the binary never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, base_url }
+    }
+
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    pub async fn terminate(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Logs in as the bootstrap admin of the app at `base_url`; a client with an API token.
+pub async fn admin_client(base_url: &str) -> ApiClient {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("a client");
+    let response = client
+        .post(format!("{base_url}/api/auth/login"))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .expect("login request");
+    assert_eq!(response.status(), StatusCode::OK, "login");
+    let body: Value = response.json().await.expect("login body");
+    let csrf = body["csrf_token"].as_str().expect("csrf_token").to_owned();
+    let session = ApiClient {
+        base_url: base_url.to_owned(),
+        client,
+        auth: Auth::Session { csrf },
+    };
+    let (status, body) = session.post("/api/tokens", json!({"name": "tests"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    ApiClient::new(
+        base_url,
+        Auth::Token(body["token"].as_str().expect("token").to_owned()),
+    )
+}
+
+/// A new user with `role` on the app at `base_url`, created by `admin`; a client with an API
+/// token of theirs.
+pub async fn user_client(admin: &ApiClient, username: &str, role: &str) -> ApiClient {
+    let password = format!("{username}-password");
+    let (status, body) = admin
+        .post(
+            "/api/users",
+            json!({"username": username, "password": password, "role": role}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("a client");
+    let response = client
+        .post(format!("{}/api/auth/login", admin.base_url))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("login request");
+    assert_eq!(response.status(), StatusCode::OK, "login as {username}");
+    let csrf = response.json::<Value>().await.expect("login body")["csrf_token"]
+        .as_str()
+        .expect("csrf_token")
+        .to_owned();
+    let session = ApiClient {
+        base_url: admin.base_url.clone(),
+        client,
+        auth: Auth::Session { csrf },
+    };
+    let (status, body) = session.post("/api/tokens", json!({"name": "tests"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    ApiClient::new(
+        &admin.base_url,
+        Auth::Token(body["token"].as_str().expect("token").to_owned()),
+    )
+}
+
+/// Removes, when dropped — also when the test panics — what one installation left in the shared
+/// engine: its containers, volumes and networks (all carry its installation label), and the
+/// local images of the test's repositories.
+#[derive(Default)]
+pub struct InstallationCleanup {
+    installation: Option<String>,
+    repos: Vec<String>,
+}
+
+impl InstallationCleanup {
+    /// For an in-process app.
+    pub fn new(app: &TestApp) -> Self {
+        Self {
+            installation: Some(app.app().state().installation_id.to_string()),
+            repos: Vec::new(),
+        }
+    }
+
+    /// Takes the installation id from the label of an instance's container (an app running
+    /// as a separate process).
+    pub fn installation_of(&mut self, instance: &Value) {
+        let container = instance["container_id"].as_str().expect("a container id");
+        let output = std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"io.docker-watcher.installation\"}}",
+                container,
+            ])
+            .output()
+            .expect("docker inspect runs");
+        let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        assert!(!id.is_empty(), "the container carries an installation label");
+        self.installation = Some(id);
+    }
+
+    /// Also removes the local images of `repo` (`REGISTRY/REPO`) at the end.
+    pub fn repo(&mut self, repo: &str) {
+        self.repos.push(format!("{}/{repo}", crate::testenv::registry()));
+    }
+}
+
+impl Drop for InstallationCleanup {
+    fn drop(&mut self) {
+        let docker = |args: &[&str]| {
+            std::process::Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let remove_all = |list: &[&str], remove: &[&str]| {
+            let ids = docker(list);
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = remove.to_vec();
+                args.extend(ids);
+                docker(&args);
+            }
+        };
+        if let Some(installation) = &self.installation {
+            let filter = format!("label=io.docker-watcher.installation={installation}");
+            remove_all(&["ps", "-aq", "--filter", &filter], &["rm", "-f"]);
+            remove_all(
+                &["volume", "ls", "-q", "--filter", &filter],
+                &["volume", "rm", "-f"],
+            );
+            remove_all(&["network", "ls", "-q", "--filter", &filter], &["network", "rm"]);
+        }
+        for repo in &self.repos {
+            remove_all(&["images", "-q", repo], &["rmi", "-f"]);
+        }
+    }
 }

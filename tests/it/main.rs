@@ -29,6 +29,7 @@ mod proxy_pool;
 mod proxy_wire;
 mod reference_parser;
 mod registry;
+mod secrets;
 mod settings;
 mod stages;
 mod stale;

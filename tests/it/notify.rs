@@ -585,6 +585,7 @@ async fn a_stale_scan_that_finds_forty_instances_sends_one_message() {
                 image_digest: None,
                 status: InstanceStatus::Stopped,
                 hostname: None,
+                config_revision: 1,
                 created_at,
             })
             .await

@@ -26,9 +26,11 @@ const STAGE_FIELDS: [&str; 14] = [
     "updated_at",
 ];
 
-const CONTAINER_FIELDS: [&str; 7] = [
+const CONTAINER_FIELDS: [&str; 9] = [
     "port",
     "env",
+    "env_keys",
+    "secret_env_keys",
     "command",
     "health_check",
     "min_ready_seconds",
@@ -128,8 +130,8 @@ async fn a_member_creates_lists_reads_updates_and_deletes_a_stage() {
     assert_eq!(
         created["container"],
         json!({
-            "port": 8080, "env": {}, "command": null, "health_check": null,
-            "min_ready_seconds": 2, "memory_mb": null, "cpus": null
+            "port": 8080, "env": {}, "env_keys": [], "secret_env_keys": [], "command": null,
+            "health_check": null, "min_ready_seconds": 2, "memory_mb": null, "cpus": null
         })
     );
     assert_eq!(created["current_instance_id"], Value::Null);
@@ -223,6 +225,8 @@ async fn every_field_given_on_create_is_kept_in_its_canonical_form() {
         json!({
             "port": 3000,
             "env": {"RUST_LOG": "info", "_X": ""},
+            "env_keys": ["RUST_LOG", "_X"],
+            "secret_env_keys": [],
             "command": ["/app", "--serve"],
             "health_check": {"path": "/healthz", "expected_status": 200},
             "min_ready_seconds": 0,
@@ -289,8 +293,8 @@ async fn a_container_in_a_patch_replaces_the_whole_spec() {
     assert_eq!(
         updated["container"],
         json!({
-            "port": 4000, "env": {}, "command": null, "health_check": null,
-            "min_ready_seconds": 2, "memory_mb": null, "cpus": null
+            "port": 4000, "env": {}, "env_keys": [], "secret_env_keys": [], "command": null,
+            "health_check": null, "min_ready_seconds": 2, "memory_mb": null, "cpus": null
         }),
         "fields left out of the container take their defaults"
     );

@@ -11,7 +11,7 @@
 //! deletes the interface `docker0` (moby's `removeDefaultBridgeInterface`) — the shared
 //! engine's bridge — and every container start on the shared engine then fails.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,10 +19,9 @@ use docker_watcher::app::App;
 use docker_watcher::config::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
 
 use crate::deploy::{Cleanup, Variant, create_project, deploy_ok, instance, push_image, registry, unique};
-use crate::helpers::{ADMIN_PASSWORD, ApiClient, Auth, spawn_app};
+use crate::helpers::{ADMIN_PASSWORD, ApiClient, Binary, InstallationCleanup, admin_client, spawn_app};
 
 /// Runs `docker` against the shared engine (or `host`); its success and stdout.
 fn docker_on(host: Option<&str>, args: &[&str]) -> (bool, String) {
@@ -271,34 +270,6 @@ async fn an_unrecorded_container_with_the_installations_label_is_removed_at_reco
     app.stop().await;
 }
 
-/// Logs in as the bootstrap admin of the app at `base_url`; a client with an API token.
-async fn admin_client(base_url: &str) -> ApiClient {
-    let client = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .expect("a client");
-    let response = client
-        .post(format!("{base_url}/api/auth/login"))
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .expect("login request");
-    assert_eq!(response.status(), StatusCode::OK, "login");
-    let body: Value = response.json().await.expect("login body");
-    let csrf = body["csrf_token"].as_str().expect("csrf_token").to_owned();
-    let session = ApiClient {
-        base_url: base_url.to_owned(),
-        client,
-        auth: Auth::Session { csrf },
-    };
-    let (status, body) = session.post("/api/tokens", json!({"name": "sync tests"})).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    ApiClient::new(
-        base_url,
-        Auth::Token(body["token"].as_str().expect("token").to_owned()),
-    )
-}
-
 /// A dockerd of the test's own: its own socket, data root, exec root (and so its own managed
 /// containerd) and bridge, without iptables or userland proxies, so nothing it does reaches the
 /// shared engine. Dropping it stops it and removes everything it made.
@@ -522,110 +493,13 @@ async fn a_restarted_dockerd_is_reconnected_to_with_one_error_and_one_info_and_r
     let _ = docker(&["rmi", "-f", &format!("{}/{repo}:v1", registry())]);
 }
 
-/// The real binary, serving on ephemeral ports; SIGKILLed when dropped.
-struct Binary {
-    child: tokio::process::Child,
-    base_url: String,
-}
-
-impl Binary {
-    async fn start(data_dir: &Path) -> Self {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data_dir.join("stderr.log"))
-            .expect("a log file");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_docker-watcher"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--proxy-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .env("DOCKER_WATCHER_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env_remove("DOCKER_HOST")
-            .env_remove("DOCKER_WATCHER_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the binary starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let base_url = tokio::time::timeout(Duration::from_secs(90), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(url) = line.strip_prefix("docker-watcher listening on ") {
-                    return Some(url.trim().to_owned());
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| {
-            panic!(
-                "the binary never said where it listens:\n{}",
-                std::fs::read_to_string(data_dir.join("stderr.log")).unwrap_or_default()
-            )
-        });
-        // Keep reading stdout so the binary never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, base_url }
-    }
-
-    async fn kill(mut self) {
-        let _ = self.child.kill().await;
-    }
-
-    async fn terminate(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
-
-/// Removes every container carrying an installation's label when dropped (even on a panic).
-struct RemoveByLabel(String);
-
-impl Drop for RemoveByLabel {
-    fn drop(&mut self) {
-        if self.0.is_empty() {
-            return;
-        }
-        let (_, ids) = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=io.docker-watcher.installation={}", self.0),
-        ]);
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(ids);
-            docker(&args);
-        }
-    }
-}
-
 #[tokio::test]
 async fn docker_watcher_killed_mid_deploy_comes_back_with_a_store_that_agrees_with_docker() {
     let repo = unique("dwtest/sync-crash-");
     push_image(&repo, "v1", Variant::Web, "crash v1").await;
     push_image(&repo, "v2", Variant::Web, "crash v2").await;
     let data_dir = tempfile::tempdir().expect("a data dir");
-    let mut labelled = RemoveByLabel(String::new());
+    let mut labelled = InstallationCleanup::default();
 
     let binary = Binary::start(data_dir.path()).await;
     let admin = admin_client(&binary.base_url).await;
@@ -640,7 +514,7 @@ async fn docker_watcher_killed_mid_deploy_comes_back_with_a_store_that_agrees_wi
         &v1_container,
     ]);
     assert!(!installation.is_empty());
-    labelled.0 = installation.clone();
+    labelled.installation_of(&v1);
 
     // v2's health gate now lasts a minute: long enough to kill docker-watcher inside it.
     let (status, body) = admin

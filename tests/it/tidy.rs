@@ -94,7 +94,7 @@ fn allowed_dependencies() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     map.insert("clock", BTreeSet::new());
     map.insert("metrics", BTreeSet::new());
     map.insert("config", BTreeSet::from(["domain"]));
-    map.insert("secrets", BTreeSet::from(["domain"]));
+    map.insert("secrets", BTreeSet::from(["domain", "store"]));
     map.insert("auth", BTreeSet::from(["domain", "clock", "store"]));
     for edge in ["store", "docker", "registry"] {
         map.insert(edge, BTreeSet::from_iter(edges));

@@ -167,6 +167,11 @@ impl UiSession {
     }
 }
 
+/// A form's fields as the pairs [`UiSession::submit`] takes.
+fn pairs(form: &[(String, String)]) -> Vec<(&str, &str)> {
+    form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// A user with `role` and the password `{username}-password`.
 async fn add_user(admin: &ApiClient, username: &str, role: &str) {
     let (status, body) = admin
@@ -666,6 +671,106 @@ async fn a_refused_form_comes_back_with_the_error_next_to_its_field() {
 }
 
 #[tokio::test]
+async fn secrets_are_set_replaced_and_removed_from_the_stage_form_and_never_shown() {
+    let app = spawn_app().await;
+    let admin = UiSession::logged_in(&app, "admin", ADMIN_PASSWORD).await;
+    let api = app.admin().await;
+    add_user(&api, "val", "viewer").await;
+    let viewer = UiSession::logged_in(&app, "val", "val-password").await;
+    let image = format!("{}/dwtest/secrets-form", registry());
+    let created = admin
+        .submit("/projects", &[("name", "secrets"), ("image", &image)])
+        .await;
+    let project = created.location().to_owned();
+    let (token, password, replaced) = (unique("tok-value-"), unique("db-value-"), unique("db-new-"));
+    let stage_form = |port: &str, env: &str, secrets: &str, remove: &[&str]| {
+        let mut form: Vec<(String, String)> = [
+            ("name", "web"),
+            ("tag_policy", "tag:v1"),
+            ("auto_deploy", "false"),
+            ("container.port", port),
+            ("container.env", env),
+            ("container.secret_env", secrets),
+            ("container.min_ready_seconds", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for key in remove {
+            form.push(("container.secret_env.remove".into(), key.to_string()));
+        }
+        form
+    };
+    let form = stage_form(
+        "8080",
+        "PLAIN=plain-setting-value",
+        &format!("API_TOKEN={token}\nDB_PASSWORD={password}"),
+        &[],
+    );
+    let created = admin.submit(&format!("{project}/stages"), &pairs(&form)).await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let stage = created.location().to_owned();
+    let stage_id: i64 = stage.trim_start_matches("/stages/").parse().expect("a stage id");
+
+    let page = admin.get(&stage).await;
+    page.assert_has("<code>API_TOKEN</code> <span class=\"badge ok\">set</span>");
+    page.assert_has("name=\"container.secret_env.remove\" value=\"DB_PASSWORD\"");
+    page.assert_lacks(&token);
+    page.assert_lacks(&password);
+
+    // A refused form does not send the typed secret back into the page.
+    let form = stage_form(
+        "eighty",
+        "PLAIN=plain-setting-value",
+        &format!("DB_PASSWORD={replaced}"),
+        &[],
+    );
+    let page = admin.submit(&format!("{stage}/edit"), &pairs(&form)).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_lacks(&replaced);
+    // A bad secret line is named by its line, not quoted.
+    let form = stage_form("8080", "PLAIN=plain-setting-value", &replaced, &[]);
+    let page = admin.submit(&format!("{stage}/edit"), &pairs(&form)).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.field_of("edit-stage-container.secret_env")
+            .contains("line 1"),
+        "{}",
+        page.body
+    );
+    page.assert_lacks(&replaced);
+
+    // Replace one, remove the other; neither value is ever shown.
+    let form = stage_form(
+        "8080",
+        "PLAIN=plain-setting-value",
+        &format!("DB_PASSWORD={replaced}"),
+        &["API_TOKEN"],
+    );
+    let saved = admin.submit(&format!("{stage}/edit"), &pairs(&form)).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let (_, body) = api.get(&format!("/api/stages/{stage_id}")).await;
+    assert_eq!(
+        body["container"]["secret_env_keys"],
+        json!(["DB_PASSWORD"]),
+        "{body}"
+    );
+    let page = admin.get(&stage).await;
+    for value in [&token, &password, &replaced] {
+        page.assert_lacks(value);
+    }
+    page.assert_has("plain-setting-value");
+
+    // A viewer sees which variables are set, never a value.
+    let page = viewer.get(&stage).await;
+    page.assert_has("<code>PLAIN</code>");
+    page.assert_has("<code>DB_PASSWORD</code>");
+    page.assert_lacks("plain-setting-value");
+    page.assert_lacks(&replaced);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn destructive_posts_only_ask_until_they_are_confirmed() {
     let app = spawn_app().await;
     let admin = UiSession::logged_in(&app, "admin", ADMIN_PASSWORD).await;
@@ -753,6 +858,7 @@ async fn the_dashboard_and_the_event_log_render_every_row_with_1000_events_and_1
                     status: InstanceStatus::Pending,
                     hostname: None,
                     created_at: now,
+                    config_revision: 1,
                 })
                 .await
                 .unwrap();
@@ -898,6 +1004,7 @@ async fn stage_with_hostname(app: &TestApp, admin: &ApiClient, hostname: &str) -
             status: InstanceStatus::Pending,
             hostname: None,
             created_at: now,
+            config_revision: 1,
         })
         .await
         .unwrap();

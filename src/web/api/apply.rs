@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 use super::stack_changes::{carry_out, check_changes, load_installation};
 use crate::domain::event::{NewEvent, Source};
 use crate::stack::{self, Action, Change, FieldChange};
-use crate::web::auth::{Member, Viewer};
+use crate::web::auth::Member;
 use crate::web::error::{ErrorBody, WebError, WebResult};
 use crate::web::extract::ApiJson;
 use crate::web::state::AppState;
@@ -175,7 +175,8 @@ async fn apply_post(
 ///
 /// Every section and every field, in a stable order: exporting, applying the file to an empty
 /// installation and exporting again gives the same text. Secrets are written as `${VARIABLE}`
-/// references (`SHOP_REGISTRY_PASSWORD`), never as values.
+/// references (`SHOP_REGISTRY_PASSWORD`), never as values. It holds plain `env` values, which
+/// viewers may not read: a member's or an admin's.
 #[utoipa::path(
     get,
     path = "/api/export",
@@ -183,10 +184,11 @@ async fn apply_post(
     responses(
         (status = 200, content_type = "application/toml", body = String, description = "the stack file"),
         (status = 401, body = ErrorBody, description = "not authenticated"),
+        (status = 403, body = ErrorBody, description = "a viewer (the file holds plain env values)"),
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn export_get(_: Viewer, State(state): State<AppState>) -> WebResult<impl IntoResponse> {
+async fn export_get(_: Member, State(state): State<AppState>) -> WebResult<impl IntoResponse> {
     let installation = load_installation(&state).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/toml; charset=utf-8")],

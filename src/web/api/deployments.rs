@@ -34,7 +34,8 @@ pub struct DeploymentResponse {
     pub image_tag: String,
     #[schema(required = true)]
     pub image_digest: Option<String>,
-    /// `poll`, `webhook`, `manual` or `rollback`.
+    /// `poll`, `webhook`, `manual`, `rollback` or `config` (a redeploy of the running digest
+    /// after the stage's configuration changed).
     #[schema(example = "manual")]
     pub trigger: String,
     /// `running`, `succeeded` or `failed`.
@@ -52,6 +53,10 @@ pub struct DeploymentResponse {
     #[serde(with = "crate::domain::time_format::option")]
     #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The output of the deployment's hooks, the last 64 KiB (secret values masked); null when
+    /// it ran none.
+    #[schema(required = true)]
+    pub hook_output: Option<String>,
 }
 
 impl From<&Deployment> for DeploymentResponse {
@@ -68,6 +73,7 @@ impl From<&Deployment> for DeploymentResponse {
             actor: d.actor.clone(),
             started_at: d.started_at,
             finished_at: d.finished_at,
+            hook_output: d.hook_output.clone(),
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::docker::DockerError;
 use crate::docker::engine::LogStream;
 use crate::domain::instance::{Instance, InstanceFilter, InstanceStatus};
 use crate::domain::tag_policy::PolicyMode;
+use crate::secrets::SecretMask;
 use crate::web::auth::{Member, Viewer};
 use crate::web::error::{ErrorBody, WebError, WebResult};
 use crate::web::extract::ApiQuery;
@@ -391,7 +392,8 @@ pub struct InstanceLogsResponse {
 
 /// The last lines of an instance's container output.
 ///
-/// Readable for failed instances too: their container is kept for this.
+/// Readable for failed instances too: their container is kept for this. Values of the stage's
+/// secret variables (4 characters or more) are masked as `[secret]`.
 #[utoipa::path(
     get,
     path = "/api/instances/{id}/logs",
@@ -428,6 +430,22 @@ pub(crate) async fn instance_logs_get(
             format!("instance {id} has no container, so no logs"),
         ));
     };
+    // An application may print its environment: secret values never leave in an answer —
+    // neither those the stage has now nor those this container was given.
+    let mut values: Vec<String> = state
+        .store
+        .stage_secrets(instance.stage_id)
+        .await?
+        .values()
+        .filter_map(|sealed| state.secrets.open(sealed).ok())
+        .collect();
+    if let Some(snapshot) = state.store.instance_secrets(id).await?
+        && let Ok(json) = state.secrets.open(&snapshot)
+        && let Ok(given) = serde_json::from_str::<std::collections::BTreeMap<String, String>>(&json)
+    {
+        values.extend(given.into_values());
+    }
+    let mask = SecretMask::new(values);
     let lines = state.engine.logs(container_id, tail).await.map_err(|e| match e {
         DockerError::NotFound => {
             WebError::conflict(None, format!("the container of instance {id} no longer exists"))
@@ -443,7 +461,7 @@ pub(crate) async fn instance_logs_get(
                     LogStream::Stdout => "stdout".into(),
                     LogStream::Stderr => "stderr".into(),
                 },
-                text: line.text,
+                text: mask.apply(&line.text).into_owned(),
             })
             .collect(),
     }))

@@ -16,6 +16,7 @@ pub mod proxies;
 pub mod settings;
 pub mod stack_changes;
 pub mod stage_actions;
+pub mod stage_container;
 pub mod stage_poll;
 pub mod stages;
 pub mod stale;

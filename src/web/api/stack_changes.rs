@@ -23,7 +23,7 @@ use super::stages::{
     StageCreateRequest, StagePatchRequest, StageResponse, project_stages_post, stage_delete, stage_patch,
 };
 use crate::domain::instance::InstanceFilter;
-use crate::stack::{Action, Change, Kind, Resource, Stack};
+use crate::stack::{Action, Change, Kind, Resource, SECRET_ENV_PREFIX, Stack};
 use crate::web::auth::{Admin, CurrentUser, Member};
 use crate::web::error::{WebError, WebResult};
 use crate::web::extract::ApiJson;
@@ -72,11 +72,17 @@ pub async fn load_installation(state: &AppState) -> WebResult<Installation> {
             installation
                 .stages
                 .insert((key[0].clone(), key[1].clone()), stage.id);
-            stages.push(Resource::from_api(
-                Kind::Stage,
-                key,
-                &to_json(&StageResponse::from(&stage))?,
-            ));
+            // The stored spec, as a file writes it (answers add env_keys and secret_env_keys).
+            let mut json = to_json(&StageResponse::new(&stage, true))?;
+            json["container"] = to_json(&stage.container)?;
+            let mut resource = Resource::from_api(Kind::Stage, key, &json);
+            for (name, sealed) in state.store.stage_secrets(stage.id).await? {
+                let value = state.secrets.open(&sealed).unwrap_or_default();
+                resource
+                    .secrets
+                    .insert(format!("{SECRET_ENV_PREFIX}{name}"), Some(value));
+            }
+            stages.push(resource);
         }
     }
     installation.resources.extend(stages);
@@ -182,12 +188,36 @@ fn body<T: DeserializeOwned>(change: &Change, extra: &[(&str, Value)]) -> WebRes
             object.insert(field.to_owned(), value.clone());
         }
     }
-    for field in change.kind.secret_fields() {
+    for (field, value) in &change.resource.secrets {
         let changed = change.fields.iter().any(|f| f.field == *field);
-        if changed || change.action == Action::Create {
-            let value = change.resource.secrets.get(*field).cloned().flatten();
-            if value.is_some() || change.action == Action::Update {
-                object.insert((*field).to_owned(), value.map_or(Value::Null, Value::String));
+        if !(changed || change.action == Action::Create)
+            || (value.is_none() && change.action != Action::Update)
+        {
+            continue;
+        }
+        let value = value.clone().map_or(Value::Null, Value::String);
+        match field.strip_prefix(SECRET_ENV_PREFIX) {
+            // A stage's `container` replaces the spec whole: send it with the secret changes.
+            Some(key) => {
+                let container = object.entry("container").or_insert_with(|| {
+                    change
+                        .resource
+                        .fields
+                        .get("container")
+                        .cloned()
+                        .unwrap_or_else(|| Value::Object(Map::new()))
+                });
+                if let Value::Object(container) = container {
+                    let secret_env = container
+                        .entry("secret_env")
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    if let Value::Object(secret_env) = secret_env {
+                        secret_env.insert(key.to_owned(), value);
+                    }
+                }
+            }
+            None => {
+                object.insert(field.clone(), value);
             }
         }
     }

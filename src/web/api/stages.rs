@@ -21,16 +21,18 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::projects::{double_option, not_found_as, not_null};
+use super::stage_container::{ContainerRequest, ContainerResponse, sealed_changes};
 use crate::domain::ParseError;
 use crate::domain::duration::HumanDuration;
 use crate::domain::event::{NewEvent, Source};
 use crate::domain::hostname::Hostname;
 use crate::domain::name::Name;
 use crate::domain::schedule::Schedule;
-use crate::domain::stage::{ContainerSpec, NewStage, Stage, StagePatch, parse_max_instances};
+use crate::domain::stage::{NewStage, Stage, StagePatch, parse_max_instances};
 use crate::domain::tag_policy::TagPolicy;
+use crate::domain::user::Role;
 use crate::web::auth::{Member, Viewer};
-use crate::web::error::{ErrorBody, FieldResult, WebError, WebResult};
+use crate::web::error::{ErrorBody, FieldResult, WebResult};
 use crate::web::extract::ApiJson;
 use crate::web::path::IdPath;
 use crate::web::state::AppState;
@@ -62,7 +64,7 @@ pub struct StageResponse {
     /// A new digest is deployed only once it has been seen this long (`10m`).
     #[schema(required = true)]
     pub min_release_age: Option<String>,
-    pub container: ContainerSpec,
+    pub container: ContainerResponse,
     #[schema(required = true)]
     pub current_instance_id: Option<i64>,
     /// The newest tag the policy selected, deployed or not.
@@ -76,8 +78,13 @@ pub struct StageResponse {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<&Stage> for StageResponse {
-    fn from(stage: &Stage) -> Self {
+impl StageResponse {
+    /// The answer for a caller of `role`: plain env values only for members and admins.
+    pub fn for_role(stage: &Stage, role: Role) -> Self {
+        Self::new(stage, role >= Role::Member)
+    }
+
+    pub fn new(stage: &Stage, reveal_env: bool) -> Self {
         Self {
             id: stage.id,
             project_id: stage.project_id,
@@ -88,7 +95,7 @@ impl From<&Stage> for StageResponse {
             hostname: stage.hostname.as_ref().map(ToString::to_string),
             max_instances: stage.max_instances,
             min_release_age: stage.min_release_age.as_ref().map(ToString::to_string),
-            container: stage.container.clone(),
+            container: ContainerResponse::new(&stage.container, &stage.secret_env_keys, reveal_env),
             current_instance_id: stage.current_instance_id,
             available_tag: stage.available_tag.clone(),
             created_at: stage.created_at,
@@ -128,7 +135,7 @@ pub struct StageCreateRequest {
     pub min_release_age: Option<String>,
     /// Default: port 8080, no env, the image's command, no health check, 2 s minimum ready time.
     #[serde(default)]
-    pub container: Option<ContainerSpec>,
+    pub container: Option<ContainerRequest>,
 }
 
 fn default_auto_deploy() -> bool {
@@ -138,7 +145,8 @@ fn default_auto_deploy() -> bool {
 /// The body of `PATCH /api/stages/{id}`: an absent field is left as it is; `null` clears
 /// `schedule`, `hostname` and `min_release_age`. A `container` object replaces the whole
 /// container spec (fields it leaves out take their defaults): send back the `container` of
-/// `GET /api/stages/{id}` with your changes.
+/// `GET /api/stages/{id}` with your changes. Its `secret_env` is the exception: a key set to a
+/// string is set or replaced, a key set to `null` removed, and keys not named are kept.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StagePatchRequest {
@@ -163,10 +171,10 @@ pub struct StagePatchRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub min_release_age: Option<Option<String>>,
-    /// Replaces the whole container spec.
+    /// Replaces the whole container spec (`secret_env` is merged key by key).
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = ContainerSpec)]
-    pub container: Option<Option<ContainerSpec>>,
+    #[schema(value_type = ContainerRequest)]
+    pub container: Option<Option<ContainerRequest>>,
 }
 
 impl StagePatchRequest {
@@ -186,13 +194,6 @@ impl StagePatchRequest {
         .filter_map(|(field, given)| given.then_some(field))
         .collect()
     }
-}
-
-/// Checks a container spec, naming the failing field (`container.port`).
-fn check_container(spec: ContainerSpec) -> WebResult<ContainerSpec> {
-    spec.validate()
-        .map_err(|(field, err)| WebError::field(field, err))?;
-    Ok(spec)
 }
 
 /// Parses a nullable string field of a PATCH: absent stays `None`, `null` is `Some(None)`.
@@ -219,7 +220,7 @@ fn parse_clearable<T>(
     security(("token" = []), ("session" = [])),
 )]
 async fn project_stages_get(
-    _: Viewer,
+    user: Viewer,
     IdPath(project_id): IdPath,
     State(state): State<AppState>,
 ) -> WebResult<Json<StageListResponse>> {
@@ -230,7 +231,10 @@ async fn project_stages_get(
         .await
         .map_err(not_found_as(format!("no project with id {project_id}")))?;
     Ok(Json(StageListResponse {
-        items: stages.iter().map(StageResponse::from).collect(),
+        items: stages
+            .iter()
+            .map(|stage| StageResponse::for_role(stage, user.user().role))
+            .collect(),
     }))
 }
 
@@ -258,6 +262,7 @@ pub(crate) async fn project_stages_post(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<StageCreateRequest>,
 ) -> WebResult<(StatusCode, Json<StageResponse>)> {
+    let (container, secret_env) = body.container.unwrap_or_default().into_parts(&[])?;
     let new = NewStage {
         name: Name::parse(&body.name).field("name")?,
         tag_policy: TagPolicy::parse(&body.tag_policy).field("tag_policy")?,
@@ -284,7 +289,12 @@ pub(crate) async fn project_stages_post(
             .map(HumanDuration::parse)
             .transpose()
             .field("min_release_age")?,
-        container: check_container(body.container.unwrap_or_default())?,
+        container,
+        // Nothing to remove yet: `null`s are dropped.
+        secret_env: sealed_changes(secret_env, &Default::default(), &state.secrets)
+            .into_iter()
+            .filter_map(|(key, sealed)| Some((key, sealed?)))
+            .collect(),
     };
 
     let stage = state
@@ -305,7 +315,10 @@ pub(crate) async fn project_stages_post(
                 .detail("tag_policy", stage.tag_policy.to_string()),
         )
         .await;
-    Ok((StatusCode::CREATED, Json(StageResponse::from(&stage))))
+    Ok((
+        StatusCode::CREATED,
+        Json(StageResponse::for_role(&stage, user.user().role)),
+    ))
 }
 
 /// One stage.
@@ -323,7 +336,7 @@ pub(crate) async fn project_stages_post(
     security(("token" = []), ("session" = [])),
 )]
 async fn stage_get(
-    _: Viewer,
+    user: Viewer,
     IdPath(id): IdPath,
     State(state): State<AppState>,
 ) -> WebResult<Json<StageResponse>> {
@@ -332,7 +345,7 @@ async fn stage_get(
         .get_stage(id)
         .await
         .map_err(not_found_as(format!("no stage with id {id}")))?;
-    Ok(Json(StageResponse::from(&stage)))
+    Ok(Json(StageResponse::for_role(&stage, user.user().role)))
 }
 
 /// Updates a stage.
@@ -366,6 +379,25 @@ pub(crate) async fn stage_patch(
     ApiJson(body): ApiJson<StagePatchRequest>,
 ) -> WebResult<Json<StageResponse>> {
     let changed = body.changed_fields();
+    let container = match not_null("container", body.container)? {
+        Some(request) => {
+            let current = state
+                .store
+                .stage_secrets(id)
+                .await
+                .map_err(not_found_as(format!("no stage with id {id}")))?;
+            let keys: Vec<String> = current.keys().cloned().collect();
+            let (spec, secret_env) = request.into_parts(&keys)?;
+            Some((spec, sealed_changes(secret_env, &current, &state.secrets)))
+        }
+        None => None,
+    };
+    let (container, secret_env) = match container {
+        Some((spec, secrets)) => (Some(spec), secrets),
+        None => (None, Default::default()),
+    };
+    // The names (never the values) of the secrets this update sets or removes, for the event.
+    let secret_keys: Vec<String> = secret_env.keys().cloned().collect();
     let patch = StagePatch {
         name: not_null("name", body.name)?
             .map(|raw| Name::parse(&raw))
@@ -384,9 +416,8 @@ pub(crate) async fn stage_patch(
             .field("max_instances")?,
         min_release_age: parse_clearable(body.min_release_age, HumanDuration::parse)
             .field("min_release_age")?,
-        container: not_null("container", body.container)?
-            .map(check_container)
-            .transpose()?,
+        container,
+        secret_env,
     };
 
     let stage = state
@@ -404,10 +435,11 @@ pub(crate) async fn stage_patch(
                 .stage(stage.id)
                 .recorded()
                 .detail("actor", user.user().username.as_str())
-                .detail("fields", changed),
+                .detail("fields", changed)
+                .detail("secret_env_keys_changed", secret_keys),
         )
         .await;
-    Ok(Json(StageResponse::from(&stage)))
+    Ok(Json(StageResponse::for_role(&stage, user.user().role)))
 }
 
 /// Deletes a stage.
@@ -472,7 +504,7 @@ mod tests {
             serde_json::from_str(r#"{"name":"prod","tag_policy":"tag:latest"}"#).unwrap();
         assert!(body.auto_deploy);
         assert_eq!(body.max_instances, None);
-        assert_eq!(body.container, None);
+        assert!(body.container.is_none());
     }
 
     #[test]

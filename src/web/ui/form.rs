@@ -39,6 +39,15 @@ impl FormData {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value sent for `name` (checkboxes sharing a name), in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// The value of `name`, trimmed; empty when absent.
     pub fn text(&self, name: &str) -> String {
         self.get(name).unwrap_or("").trim().to_owned()
@@ -72,7 +81,8 @@ impl FormData {
     fn shown_values(&self) -> HashMap<String, String> {
         self.pairs
             .iter()
-            .filter(|(k, _)| k != CSRF_FORM_FIELD && !k.contains("password") && !k.starts_with("secret"))
+            // Passwords and secret values are never echoed back into a page.
+            .filter(|(k, _)| k != CSRF_FORM_FIELD && !k.contains("password") && !k.contains("secret"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }

@@ -53,6 +53,7 @@ pub const STAGE_FIELDS: &[&str] = &[
     "min_release_age",
     "container.port",
     "container.env",
+    "container.secret_env",
     "container.command",
     "container.health_check.path",
     "container.health_check.expected_status",
@@ -74,6 +75,8 @@ pub struct StageFormValues {
     pub port: String,
     /// `KEY=value` lines.
     pub env: String,
+    /// The names of the stage's secret variables (their values are never shown).
+    pub secret_env_keys: Vec<String>,
     /// One argument per line.
     pub command: String,
     pub health_path: String,
@@ -96,6 +99,7 @@ impl StageFormValues {
             min_release_age: String::new(),
             port: spec.port.to_string(),
             env: String::new(),
+            secret_env_keys: Vec::new(),
             command: String::new(),
             health_path: String::new(),
             health_status: "200".into(),
@@ -123,6 +127,7 @@ impl StageFormValues {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join("\n"),
+            secret_env_keys: stage.secret_env_keys.clone(),
             command: spec.command.as_ref().map_or_else(String::new, |c| c.join("\n")),
             health_path: opt(spec.health_check.as_ref().map(|h| h.path.clone())),
             health_status: spec
@@ -171,7 +176,24 @@ pub fn stage_json(form: &FormData, patch: bool) -> WebResult<Value> {
     for (key, input) in [("memory_mb", "container.memory_mb"), ("cpus", "container.cpus")] {
         container.insert(key.into(), json_number(&form.text(input)));
     }
-    container.insert("env".into(), parse_env(form.get("container.env").unwrap_or(""))?);
+    container.insert(
+        "env".into(),
+        parse_env("container.env", form.get("container.env").unwrap_or(""))?,
+    );
+    // Secrets: the lines set or replace, the ticked boxes remove; the others are kept.
+    let mut secrets = match parse_env(
+        "container.secret_env",
+        form.get("container.secret_env").unwrap_or(""),
+    )? {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    for key in form.all("container.secret_env.remove") {
+        secrets.entry(key.to_owned()).or_insert(Value::Null);
+    }
+    if !secrets.is_empty() {
+        container.insert("secret_env".into(), Value::Object(secrets));
+    }
     let command: Vec<&str> = form
         .get("container.command")
         .unwrap_or("")
@@ -205,8 +227,9 @@ pub fn stage_json(form: &FormData, patch: bool) -> WebResult<Value> {
     Ok(Value::Object(body))
 }
 
-/// `KEY=value` lines as a JSON object; blank lines are skipped.
-fn parse_env(raw: &str) -> WebResult<Value> {
+/// `KEY=value` lines as a JSON object; blank lines are skipped. An error names the line, never
+/// its text (the lines may be secrets).
+fn parse_env(field: &str, raw: &str) -> WebResult<Value> {
     let mut env = Map::new();
     for (n, line) in raw.lines().enumerate() {
         let line = line.trim_end_matches('\r');
@@ -215,7 +238,7 @@ fn parse_env(raw: &str) -> WebResult<Value> {
         }
         let Some((key, value)) = line.split_once('=') else {
             return Err(WebError::validation(
-                "container.env",
+                field,
                 format!("line {}: write one variable per line as KEY=value", n + 1),
             ));
         };
@@ -262,6 +285,9 @@ pub struct StageInfo {
     pub min_release_age: String,
     pub port: u16,
     pub health_check: String,
+    /// The names of the plain variables; their values are shown to members only (in the form).
+    pub env_keys: Vec<String>,
+    pub secret_env_keys: Vec<String>,
     /// Monitor-only stages: the tag the policy selected, when it is not the one running.
     pub update_available: Option<String>,
 }
@@ -409,6 +435,8 @@ async fn build(
                 || format!("up for {} s", stage.container.min_ready_seconds),
                 |h| format!("GET {} → {}", h.path, h.expected_status),
             ),
+            env_keys: stage.container.env.keys().cloned().collect(),
+            secret_env_keys: stage.secret_env_keys.clone(),
             update_available,
         },
         instances,
