@@ -74,7 +74,10 @@ async fn a_backup_under_load_restores_with_the_same_data_and_secrets() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let stage_id = create_stage(&admin, project_id, "glob:v*", json!({})).await;
+    // One instance at a time (a `tag:` policy is single; deploys of other tags by hand replace
+    // it), so every deploy of the alternating tags is a real switch. Under a per-tag policy the
+    // third deploy would find its tag already running and answer 200 (unchanged).
+    let stage_id = create_stage(&admin, project_id, "tag:v1", json!({})).await;
 
     // Load: deploys alternating two tags, and a flood of persisted events.
     let stop = tokio_util::sync::CancellationToken::new();
@@ -88,6 +91,7 @@ async fn a_backup_under_load_restores_with_the_same_data_and_secrets() {
                 }
                 let (status, body) = deploy(&admin, stage_id, json!({"tag": tag})).await;
                 assert_eq!(status, StatusCode::CREATED, "{body}");
+                assert_eq!(body["status"], "succeeded", "{body}");
                 done += 1;
             }
             done
