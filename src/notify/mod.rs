@@ -272,6 +272,12 @@ impl Notifier {
         self.inner.transport.send(outgoing).await
     }
 
+    /// The channel's secrets, opened: for configuration as code, which compares them with a
+    /// stack file's and never shows them.
+    pub async fn channel_secrets(&self, id: i64) -> Result<ChannelSecrets, NotifyError> {
+        self.open_secrets(id).await
+    }
+
     fn seal(&self, secrets: &ChannelSecrets) -> Option<crate::domain::project::SealedSecret> {
         (!secrets.keys().is_empty()).then(|| self.inner.secrets.seal(&secrets.to_json()))
     }

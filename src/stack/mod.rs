@@ -1,5 +1,5 @@
 //! Configuration as code: the stack file (TOML) that describes an installation — settings,
-//! projects with their stages, standalone proxies — and the pure machinery around it: parsing
+//! projects with their stages, standalone proxies, notification channels — and the pure machinery around it: parsing
 //! with line-and-field errors ([`parse`]), the diff between a file and an installation
 //! ([`plan`]), and writing an installation back out as a file ([`render`]). No IO: the web
 //! layer loads the current state, runs the plan through the API's own handlers, and answers
@@ -9,15 +9,17 @@
 //! canonical field values as the API writes them (`image` normalised, hostnames lowercase,
 //! durations formatted), and secrets kept apart so they are compared but never printed. The
 //! diff, the prune rules, the role each change needs and the export are generic over kinds, so
-//! a new kind (accessories, notification channels, engines) is a variant of [`Kind`] with its
+//! a new kind (accessories, engines) is a variant of [`Kind`] with its
 //! field list, an entry type in [`parse`], and its create/update/delete calls in the web layer.
 //!
 //! # Layout
 //! - [`source`]: lines, columns and field paths of a file's text.
+//! - [`channel`]: a notification channel's canonical fields, from a file and from the store.
 //! - [`parse`]: the file's shape and its conversion into resources.
 //! - [`plan`]: the changes that make an installation match a file.
 //! - [`render`]: an installation as a file (secrets as `${VARIABLE}` references).
 
+pub mod channel;
 pub mod parse;
 pub mod plan;
 pub mod render;
@@ -40,10 +42,18 @@ pub enum Kind {
     Project,
     Stage,
     Proxy,
+    /// A notification channel and its rule, after the projects its rule names.
+    Channel,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Settings, Kind::Project, Kind::Stage, Kind::Proxy];
+    pub const ALL: [Kind; 5] = [
+        Kind::Settings,
+        Kind::Project,
+        Kind::Stage,
+        Kind::Proxy,
+        Kind::Channel,
+    ];
 
     /// The word users read in plans and errors.
     pub fn noun(self) -> &'static str {
@@ -52,6 +62,7 @@ impl Kind {
             Kind::Project => "project",
             Kind::Stage => "stage",
             Kind::Proxy => "proxy",
+            Kind::Channel => "channel",
         }
     }
 
@@ -70,16 +81,18 @@ impl Kind {
                 "container",
             ],
             Kind::Proxy => &["name", "target_url", "preserve_host", "enabled"],
+            Kind::Channel => &["kind", "enabled", "settings", "rule"],
         }
     }
 
     /// The fixed write-only fields: given from the environment, compared by value, never
     /// shown. A stage's secret variables are write-only too, one secret per variable, named
-    /// with [`SECRET_ENV_PREFIX`] (`container.secret_env.DATABASE_PASSWORD`).
+    /// with [`SECRET_ENV_PREFIX`] (`container.secret_env.DATABASE_PASSWORD`), and so are a
+    /// channel's, by its kind ([`channel::SECRETS_PREFIX`]: `secrets.url`).
     pub fn secret_fields(self) -> &'static [&'static str] {
         match self {
             Kind::Project => &["registry_password"],
-            Kind::Settings | Kind::Stage | Kind::Proxy => &[],
+            Kind::Settings | Kind::Stage | Kind::Proxy | Kind::Channel => &[],
         }
     }
 
@@ -89,11 +102,11 @@ impl Kind {
         matches!(self, Kind::Settings)
     }
 
-    /// Whether `action` on this kind needs an admin (as the API's own routes do): settings
-    /// and standalone proxies always, and deleting a project.
+    /// Whether `action` on this kind needs an admin (as the API's own routes do): settings,
+    /// standalone proxies and notification channels always, and deleting a project.
     pub fn needs_admin(self, action: Action) -> bool {
         match self {
-            Kind::Settings | Kind::Proxy => true,
+            Kind::Settings | Kind::Proxy | Kind::Channel => true,
             Kind::Project => action == Action::Delete,
             Kind::Stage => false,
         }
@@ -111,10 +124,14 @@ impl Kind {
                 stage.clone(),
             ],
             (Kind::Proxy, [hostname, ..]) => vec!["proxies".to_owned(), hostname.clone()],
+            (Kind::Channel, [name, ..]) => vec![CHANNELS_SECTION.to_owned(), name.clone()],
             (kind, key) => vec![kind.noun().to_owned(), key.join("/")],
         }
     }
 }
+
+/// The section of a stack file that holds the notification channels, keyed by name.
+pub const CHANNELS_SECTION: &str = "notifications";
 
 /// The secret name of a stage's secret variable `KEY`: `container.secret_env.KEY`.
 pub const SECRET_ENV_PREFIX: &str = "container.secret_env.";
@@ -171,8 +188,9 @@ pub struct Stack {
     pub file_name: String,
     /// Every resource the file names, in apply order.
     pub resources: Vec<Resource>,
-    /// The sections the file has (`settings`, `projects`, `proxies`): `--prune` deletes only
-    /// within these, so a file without `[proxies]` leaves the proxies alone.
+    /// The sections the file has (`settings`, `projects`, `proxies`, `notifications`):
+    /// `--prune` deletes only within these, so a file without `[proxies]` leaves the proxies
+    /// alone.
     pub sections: Vec<Kind>,
     /// Where each resource and field is written: `path` → location.
     pub locations: BTreeMap<String, Location>,
@@ -185,17 +203,23 @@ impl Stack {
     pub fn governs(&self, kind: Kind) -> bool {
         match kind {
             Kind::Stage => self.sections.contains(&Kind::Project),
-            Kind::Project | Kind::Proxy | Kind::Settings => self.sections.contains(&kind),
+            Kind::Project | Kind::Proxy | Kind::Settings | Kind::Channel => self.sections.contains(&kind),
         }
     }
 
     /// Where a resource (or one of its fields, `field` being a dotted path below it) is
-    /// written, falling back to the resource's table.
+    /// written, falling back to the nearest enclosing field written (`rule` for
+    /// `rule.projects`), then to the resource's table.
     pub fn location(&self, kind: Kind, key: &[String], field: Option<&str>) -> Option<&Location> {
         let table = kind.path(key).join(".");
-        field
-            .and_then(|f| self.locations.get(&format!("{table}.{f}")))
-            .or_else(|| self.locations.get(&table))
+        let mut field = field;
+        while let Some(f) = field {
+            if let Some(at) = self.locations.get(&format!("{table}.{f}")) {
+                return Some(at);
+            }
+            field = f.rsplit_once('.').map(|(parent, _)| parent);
+        }
+        self.locations.get(&table)
     }
 }
 

@@ -19,6 +19,11 @@
 //!
 //! [proxies."grafana.example.com"]
 //! target_url = "http://127.0.0.1:3000"
+//!
+//! [notifications.ops]                                 # notification channels, by name
+//! kind = "slack"
+//! secrets = { url = "${OPS_SLACK_URL}" }
+//! rule = { min_severity = "error", projects = ["shop"], kinds = ["deploy_failed"] }
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,8 +31,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::channel::{self, RuleEntry};
 use super::source::{Location, SourceMap};
-use super::{Kind, Resource, SECRET_ENV_PREFIX, Stack, StackError};
+use super::{CHANNELS_SECTION, Kind, Resource, SECRET_ENV_PREFIX, Stack, StackError};
 use crate::domain::ParseError;
 use crate::domain::duration::HumanDuration;
 use crate::domain::hostname::Hostname;
@@ -51,6 +57,8 @@ struct FileDoc {
     projects: Option<BTreeMap<String, ProjectEntry>>,
     #[serde(default)]
     proxies: Option<BTreeMap<String, ProxyEntry>>,
+    #[serde(default)]
+    notifications: Option<BTreeMap<String, ChannelEntry>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +105,22 @@ struct ProxyEntry {
     preserve_host: bool,
     #[serde(default = "yes")]
     enabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelEntry {
+    kind: String,
+    #[serde(default = "yes")]
+    enabled: bool,
+    /// The kind's settings, as the API takes them.
+    #[serde(default)]
+    settings: Option<toml::Table>,
+    /// The kind's secrets, `${VARIABLE}` references only.
+    #[serde(default)]
+    secrets: Option<BTreeMap<String, toml::Value>>,
+    #[serde(default)]
+    rule: Option<RuleEntry>,
 }
 
 fn yes() -> bool {
@@ -182,6 +206,13 @@ pub fn parse(file: &str, text: &str, variables: &HashMap<String, String>) -> Res
         sections.push(Kind::Proxy);
         for (hostname, entry) in proxies {
             resources.push(proxy_resource(&mut reader, hostname, entry)?);
+        }
+    }
+    if let Some(channels) = &doc.notifications {
+        sections.push(Kind::Channel);
+        reader.remember(&[CHANNELS_SECTION], &[]);
+        for (name, entry) in channels {
+            resources.push(channel_resource(&mut reader, name, entry, variables)?);
         }
     }
     check_unique_hostnames(&reader, &resources)?;
@@ -373,6 +404,37 @@ fn proxy_resource(
     Ok(resource)
 }
 
+fn channel_resource(
+    reader: &mut Reader<'_>,
+    name: &str,
+    entry: &ChannelEntry,
+    variables: &HashMap<String, String>,
+) -> Result<Resource, StackError> {
+    let base = [CHANNELS_SECTION, name];
+    reader.remember(&base, &["kind", "enabled", "settings", "secrets", "rule"]);
+    let name = reader.field(&base, channel::channel_name(name))?;
+    let settings = match &entry.settings {
+        Some(table) => serde_json::to_value(table)
+            .map_err(|e| reader.error_at(&[base[0], base[1], "settings"], e.to_string()))?,
+        None => Value::Null,
+    };
+    let mut secrets = BTreeMap::new();
+    for (key, raw) in entry.secrets.iter().flatten() {
+        let path = [base[0], base[1], "secrets", key.as_str()];
+        let value = match raw.as_str() {
+            Some(raw) => secret_from_environment(raw, variables),
+            None => Err(ParseError::new("must be \"${VARIABLE}\"")),
+        };
+        secrets.insert(key.clone(), Some(reader.field(&path, value)?));
+    }
+    let rule = entry.rule.clone().unwrap_or_default();
+    channel::file_resource(&name, &entry.kind, entry.enabled, &settings, &secrets, &rule).map_err(|e| {
+        let mut path: Vec<&str> = base.to_vec();
+        path.extend(e.field.split('.'));
+        reader.error_at(&path, e.message)
+    })
+}
+
 /// A secret field: only a `${VARIABLE}` reference, resolved from `variables`, so the file can
 /// be committed and the value never comes back out of the installation.
 fn secret_from_environment(raw: &str, variables: &HashMap<String, String>) -> Result<String, ParseError> {
@@ -411,7 +473,7 @@ fn check_unique_hostnames(reader: &Reader<'_>, resources: &[Resource]) -> Result
                 None => continue,
             },
             Kind::Proxy => (resource.key[0].clone(), None),
-            Kind::Settings | Kind::Project => continue,
+            Kind::Settings | Kind::Project | Kind::Channel => continue,
         };
         let table = resource.kind.path(&resource.key);
         if let Some(first) = seen.insert(hostname.clone(), table.join(".")) {
@@ -555,5 +617,91 @@ target_url = "http://127.0.0.1:3000"
         let err = error(&text);
         assert_eq!(err.location.path, "projects.shop.stages.prod.hostname");
         assert!(err.message.contains("projects.shop.stages.dev"), "{err}");
+    }
+
+    const CHANNELS: &str = r#"
+[projects.shop]
+image = "nginx"
+
+[notifications.ops]
+kind = "webhook"
+secrets = { url = "${OPS_URL}", signing_secret = "${OPS_SIGNING}" }
+rule = { min_severity = "error", projects = ["shop"], kinds = ["deploy_failed"] }
+
+[notifications."mail ops"]
+kind = "email"
+enabled = false
+
+[notifications."mail ops".settings]
+smtp_host = "mail.example.com"
+tls = "starttls"
+from = "dw@example.com"
+to = ["ops@example.com"]
+"#;
+
+    #[test]
+    fn notification_channels_are_resources_after_the_projects_with_secrets_from_the_environment() {
+        let variables = vars(&[("OPS_URL", "https://hooks.example.com/x"), ("OPS_SIGNING", "k")]);
+        let stack = parse("stack.toml", CHANNELS, &variables).unwrap();
+        let kinds: Vec<(Kind, String)> = stack
+            .resources
+            .iter()
+            .map(|r| (r.kind, r.display_key()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Kind::Project, "shop".into()),
+                (Kind::Channel, "mail ops".into()),
+                (Kind::Channel, "ops".into()),
+            ]
+        );
+        assert!(stack.governs(Kind::Channel));
+        let mail = &stack.resources[1];
+        assert_eq!(mail.fields["enabled"], false);
+        assert_eq!(mail.fields["settings"]["smtp_port"], Value::Null);
+        assert_eq!(mail.fields["rule"]["min_severity"], "warn", "the default rule");
+        let ops = &stack.resources[2];
+        assert_eq!(ops.secrets["secrets.signing_secret"].as_deref(), Some("k"));
+        assert_eq!(ops.fields["rule"]["projects"], json!(["shop"]));
+    }
+
+    #[test]
+    fn a_bad_channel_names_the_line_and_the_field_below_it() {
+        let variables = vars(&[("OPS_URL", "https://hooks.example.com/x"), ("OPS_SIGNING", "k")]);
+        let error = |text: String| parse("stack.toml", &text, &variables).unwrap_err();
+        let err = error(CHANNELS.replace("\"starttls\"", "\"ssl\""));
+        assert_eq!(err.location.path, "notifications.mail ops.settings.tls");
+        assert_eq!(err.location.line, 16);
+        let err = error(CHANNELS.replace("\"deploy_failed\"", "\"deploy_exploded\""));
+        assert_eq!(err.location.path, "notifications.ops.rule.kinds");
+        assert_eq!(err.location.line, 8);
+        let err = error(CHANNELS.replace("\"${OPS_SIGNING}\"", "\"literal-secret\""));
+        assert_eq!(err.location.path, "notifications.ops.secrets.signing_secret");
+        assert!(!err.to_string().contains("literal-secret"), "{err}");
+        let err = error(CHANNELS.replace("url = \"${OPS_URL}\", ", ""));
+        assert_eq!(err.location.path, "notifications.ops.secrets.url");
+        assert!(err.message.contains("needs it"), "{err}");
+        let err = error(CHANNELS.replace("kind = \"webhook\"", "kind = \"pager\""));
+        assert_eq!(err.location.path, "notifications.ops.kind");
+        assert_eq!(err.location.line, 6);
+        let err = error(CHANNELS.replace("enabled = false", "enabled = false\ncolour = \"red\""));
+        assert!(err.message.contains("colour"), "{err}");
+        assert_eq!(err.location.line, 13);
+    }
+
+    #[test]
+    fn the_documentations_example_file_parses() {
+        let page = include_str!("../../docs/configuration-as-code.md");
+        let start = page.find("```toml\n[settings]").expect("the example") + "```toml\n".len();
+        let text = &page[start..start + page[start..].find("```").unwrap()];
+        let variables = vars(&[
+            ("SHOP_REGISTRY_PASSWORD", "pw"),
+            ("OPS_SLACK_SECRETS_URL", "https://hooks.example.com/x"),
+            ("ON_CALL_SECRETS_PASSWORD", "pw"),
+        ]);
+        let stack = parse("stack.toml", text, &variables).unwrap();
+        assert_eq!(stack.sections.len(), 4, "every section");
+        assert!(stack.resources.iter().any(|r| r.kind == Kind::Channel));
     }
 }

@@ -2,11 +2,14 @@
 //! every section, every resource with every field, in a stable order, so that exporting,
 //! applying the file to an empty installation and exporting again gives the same text.
 //! Secrets are written as `${VARIABLE}` references with a name derived from the resource
-//! (`SHOP_REGISTRY_PASSWORD`), never as values.
+//! (`SHOP_REGISTRY_PASSWORD`, `OPS_SECRETS_URL`), never as values. Notification channels are
+//! an admin's: a member's export leaves their section out and says so.
 
 use serde_json::Value;
 
-use super::{Kind, Resource, SECRET_ENV_PREFIX};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{CHANNELS_SECTION, Kind, Resource, SECRET_ENV_PREFIX};
 
 const HEADER: &str = "\
 # docker-watcher stack file, written by `docker-watcher export`.
@@ -32,79 +35,133 @@ pub fn secret_reference(resource: &Resource, field: &str) -> String {
     name
 }
 
+/// What an export leaves out, and says so in the file's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Omitted {
+    Nothing,
+    /// The caller may not read notification channels (admins only): the file has no
+    /// `[notifications]` section, so applying it leaves the channels alone, even with `--prune`.
+    Channels,
+}
+
 /// `resources` (an installation's, all kinds) as a stack file.
-pub fn render(resources: &[Resource]) -> String {
+pub fn render(resources: &[Resource], omitted: Omitted) -> String {
+    let references = secret_references(resources);
     let mut doc = toml::Table::new();
     let mut projects = toml::Table::new();
     let mut proxies = toml::Table::new();
-    for resource in resources {
+    let mut channels = toml::Table::new();
+    for (index, resource) in resources.iter().enumerate() {
         let mut table = fields_table(resource);
+        // Webhook, Slack and Discord channels have no settings: no empty table for them.
+        if resource.kind == Kind::Channel
+            && table
+                .get("settings")
+                .and_then(toml::Value::as_table)
+                .is_some_and(toml::Table::is_empty)
+        {
+            table.remove("settings");
+        }
         for (field, value) in &resource.secrets {
             if value.is_none() {
                 continue;
             }
-            let reference = toml::Value::String(format!("${{{}}}", secret_reference(resource, field)));
-            match field.strip_prefix(SECRET_ENV_PREFIX) {
-                Some(key) => {
-                    let container = table
-                        .entry("container")
-                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                    if let toml::Value::Table(container) = container {
-                        let secret_env = container
-                            .entry("secret_env")
-                            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                        if let toml::Value::Table(secret_env) = secret_env {
-                            secret_env.insert(key.to_owned(), reference);
-                        }
-                    }
-                }
-                None => {
-                    table.insert(field.clone(), reference);
-                }
+            let Some(reference) = references.get(&(index, field.as_str())) else {
+                continue;
+            };
+            let reference = toml::Value::String(format!("${{{reference}}}"));
+            // `container.secret_env.KEY`, `secrets.url`: tables below the resource's own.
+            let mut path: Vec<&str> = match field.strip_prefix(SECRET_ENV_PREFIX) {
+                Some(key) => vec!["container", "secret_env", key],
+                None => field.split('.').collect(),
+            };
+            let last = path.pop().unwrap_or_default();
+            let mut at = &mut table;
+            for part in path {
+                at = sub_table(at, part);
             }
+            at.insert(last.to_owned(), reference);
         }
         match (resource.kind, resource.key.as_slice()) {
             (Kind::Settings, _) => {
                 doc.insert("settings".into(), toml::Value::Table(table));
             }
             (Kind::Project, [project]) => {
-                let entry = project_entry(&mut projects, project);
+                let entry = sub_table(&mut projects, project);
                 entry.extend(table);
             }
             (Kind::Stage, [project, stage]) => {
-                let entry = project_entry(&mut projects, project);
-                let stages = entry
-                    .entry("stages")
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                if let toml::Value::Table(stages) = stages {
-                    stages.insert(stage.clone(), toml::Value::Table(table));
-                }
+                let stages = sub_table(sub_table(&mut projects, project), "stages");
+                stages.insert(stage.clone(), toml::Value::Table(table));
             }
             (Kind::Proxy, [hostname]) => {
                 proxies.insert(hostname.clone(), toml::Value::Table(table));
+            }
+            (Kind::Channel, [name]) => {
+                channels.insert(name.clone(), toml::Value::Table(table));
             }
             _ => {}
         }
     }
     doc.insert("projects".into(), toml::Value::Table(projects));
     doc.insert("proxies".into(), toml::Value::Table(proxies));
+    let mut header = HEADER.to_owned();
+    match omitted {
+        Omitted::Nothing => {
+            doc.insert(CHANNELS_SECTION.into(), toml::Value::Table(channels));
+        }
+        Omitted::Channels => header.push_str(
+            "# Notification channels are left out: exporting them needs the admin role. Without a\n\
+             # [notifications] section, applying this file leaves them as they are.\n",
+        ),
+    }
     let body = toml::to_string(&doc).unwrap_or_default();
-    format!("{HEADER}\n{body}")
+    format!("{header}\n{body}")
 }
 
-fn project_entry<'a>(projects: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
-    let entry = projects
-        .entry(name.to_owned())
+/// The environment variable each set secret is written as, by resource index and secret
+/// name. Names are derived from the resource ([`secret_reference`]); two secrets whose names
+/// would be the same (`a-b` and `a_b`) get `_2`, `_3`… in the order of kind and key, so an
+/// export never asks for one variable where two values are meant, and the same installation
+/// always gets the same names.
+fn secret_references(resources: &[Resource]) -> BTreeMap<(usize, &str), String> {
+    let mut order: Vec<usize> = (0..resources.len()).collect();
+    order.sort_by(|a, b| {
+        let (a, b) = (&resources[*a], &resources[*b]);
+        (a.kind, &a.key).cmp(&(b.kind, &b.key))
+    });
+    let mut taken = BTreeSet::new();
+    let mut references = BTreeMap::new();
+    for index in order {
+        let resource = &resources[index];
+        for (field, value) in &resource.secrets {
+            if value.is_none() {
+                continue;
+            }
+            let base = secret_reference(resource, field);
+            let mut name = base.clone();
+            let mut n = 2;
+            while !taken.insert(name.clone()) {
+                name = format!("{base}_{n}");
+                n += 1;
+            }
+            references.insert((index, field.as_str()), name);
+        }
+    }
+    references
+}
+
+/// The table at `key` in `table`, made (or made a table) if need be.
+fn sub_table<'a>(table: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
+    let entry = table
+        .entry(key.to_owned())
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !entry.is_table() {
+        *entry = toml::Value::Table(toml::Table::new());
+    }
     match entry {
         toml::Value::Table(table) => table,
-        other => {
-            *other = toml::Value::Table(toml::Table::new());
-            match other {
-                toml::Value::Table(table) => table,
-                _ => unreachable!("just replaced with a table"),
-            }
-        }
+        _ => unreachable!("just made a table"),
     }
 }
 
@@ -171,7 +228,7 @@ target_url = "http://127.0.0.1:9/"
             Some("db-secret-value")
         );
         assert!(prod.fields["container"].get("secret_env").is_none());
-        let text = render(&stack.resources);
+        let text = render(&stack.resources, Omitted::Nothing);
         assert!(
             text.contains("registry_password = \"${SHOP_REGISTRY_PASSWORD}\""),
             "{text}"
@@ -193,12 +250,12 @@ target_url = "http://127.0.0.1:9/"
         ]);
         let again = parse("export.toml", &text, &vars).unwrap();
         assert_eq!(again.resources, stack.resources);
-        assert_eq!(render(&again.resources), text, "stable");
+        assert_eq!(render(&again.resources, Omitted::Nothing), text, "stable");
     }
 
     #[test]
     fn an_empty_installation_renders_every_section() {
-        let text = render(&[]);
+        let text = render(&[], Omitted::Nothing);
         assert!(
             text.contains("[projects]") && text.contains("[proxies]"),
             "{text}"
@@ -226,5 +283,59 @@ target_url = "http://127.0.0.1:9/"
             secret_reference(&resource, "registry_password"),
             "_1_APP_REGISTRY_PASSWORD"
         );
+    }
+
+    #[test]
+    fn channels_render_with_their_secrets_as_distinct_references_and_parse_back() {
+        let file = r#"
+[notifications.ops-hook]
+kind = "webhook"
+secrets = { url = "${A}", signing_secret = "${B}" }
+rule = { min_severity = "error", projects = ["shop"] }
+[notifications.ops_hook]
+kind = "slack"
+secrets = { url = "${C}" }
+"#;
+        let vars = HashMap::from([
+            ("A".to_owned(), "https://a.example.com/token-a".to_owned()),
+            ("B".to_owned(), "signing-b".to_owned()),
+            ("C".to_owned(), "https://c.example.com/token-c".to_owned()),
+        ]);
+        let stack = parse("s.toml", file, &vars).unwrap();
+        let text = render(&stack.resources, Omitted::Nothing);
+        assert!(text.contains("url = \"${OPS_HOOK_SECRETS_URL}\""), "{text}");
+        assert!(text.contains("url = \"${OPS_HOOK_SECRETS_URL_2}\""), "{text}");
+        assert!(
+            text.contains("signing_secret = \"${OPS_HOOK_SECRETS_SIGNING_SECRET}\""),
+            "{text}"
+        );
+        assert!(!text.contains("token-") && !text.contains("signing-b"), "{text}");
+        let vars = HashMap::from([
+            (
+                "OPS_HOOK_SECRETS_URL".to_owned(),
+                "https://a.example.com/token-a".to_owned(),
+            ),
+            (
+                "OPS_HOOK_SECRETS_SIGNING_SECRET".to_owned(),
+                "signing-b".to_owned(),
+            ),
+            (
+                "OPS_HOOK_SECRETS_URL_2".to_owned(),
+                "https://c.example.com/token-c".to_owned(),
+            ),
+        ]);
+        let again = parse("export.toml", &text, &vars).unwrap();
+        assert_eq!(again.resources, stack.resources);
+        assert_eq!(render(&again.resources, Omitted::Nothing), text, "stable");
+    }
+
+    #[test]
+    fn a_members_export_leaves_the_channels_out_and_says_so() {
+        let text = render(&[], Omitted::Channels);
+        assert!(text.contains("needs the admin role"), "{text}");
+        let stack = parse("e.toml", &text, &HashMap::new()).unwrap();
+        assert!(!stack.governs(Kind::Channel), "applying it leaves channels alone");
+        let admin = parse("e.toml", &render(&[], Omitted::Nothing), &HashMap::new()).unwrap();
+        assert!(admin.governs(Kind::Channel));
     }
 }

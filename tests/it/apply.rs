@@ -16,7 +16,7 @@ use crate::testenv::{registry, unique};
 
 /// Runs `docker-watcher ARGS` against `app` with `token`, in `dir`, with extra environment;
 /// its success, stdout and stderr.
-async fn cli(
+pub async fn cli(
     app: &TestApp,
     token: &str,
     dir: &std::path::Path,
@@ -64,7 +64,7 @@ async fn upstream(body: &'static str) -> std::net::SocketAddr {
     addr
 }
 
-async fn export_text(client: &ApiClient) -> String {
+pub async fn export_text(client: &ApiClient) -> String {
     let response = client
         .request(reqwest::Method::GET, "/api/export")
         .send()

@@ -5,6 +5,7 @@
 
 mod api_listener;
 mod apply;
+mod apply_channels;
 mod auth;
 mod backup;
 mod browser;

@@ -186,7 +186,7 @@ impl Smtp {
     }
 }
 
-fn hmac_hex(secret: &str, body: &[u8]) -> String {
+pub fn hmac_hex(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))

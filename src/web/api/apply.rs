@@ -4,7 +4,9 @@
 //! stack file. The file format, its diff and its export are [`crate::stack`]; the changes run
 //! through the API's own handlers ([`super::stack_changes`]), so routes and schedules change
 //! live, events name the actor, and roles are the API's: a member applies projects and
-//! stages, an admin also settings, standalone proxies and project deletions.
+//! stages, an admin also settings, standalone proxies, notification channels and project
+//! deletions. Channels are an admin's to read too: a member's file may not name them, and a
+//! member's export leaves them out and says so.
 //!
 //! Secrets in a file are `${VARIABLE}` references; the request carries the values of the
 //! variables the file names (the `apply` command reads them from its environment). They are
@@ -24,6 +26,8 @@ use utoipa_axum::routes;
 
 use super::stack_changes::{carry_out, check_changes, load_installation};
 use crate::domain::event::{NewEvent, Source};
+use crate::domain::user::Role;
+use crate::stack::render::Omitted;
 use crate::stack::{self, Action, Change, FieldChange};
 use crate::web::auth::Member;
 use crate::web::error::{ErrorBody, WebError, WebResult};
@@ -65,9 +69,9 @@ fn default_file_name() -> String {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChangeResponse {
     pub action: Action,
-    /// `settings`, `project`, `stage`, `proxy`.
+    /// `settings`, `project`, `stage`, `proxy`, `channel`.
     pub kind: String,
-    /// `shop`, `shop/prod`, `grafana.example.com`; `settings` for the settings.
+    /// `shop`, `shop/prod`, `grafana.example.com`, a channel's name; `settings` for the settings.
     pub key: String,
     pub fields: Vec<FieldChange>,
 }
@@ -112,9 +116,9 @@ fn summary(changes: &[Change]) -> String {
 /// Checks the whole file first — values, roles, stages that still have instances — and
 /// answers `400`/`403`/`409` naming `file:line:column` and the field (`error.field` is its
 /// dotted path, like `projects.shop.stages.prod.tag_policy`) before changing anything. Then
-/// creates and updates in order (settings, projects, stages, proxies) and, with `prune`,
-/// deletes what the file's sections no longer name. A second apply of the same file changes
-/// nothing (`changed: false`).
+/// creates and updates in order (settings, projects, stages, proxies, notification channels)
+/// and, with `prune`, deletes what the file's sections no longer name. A second apply of the
+/// same file changes nothing (`changed: false`).
 #[utoipa::path(
     post,
     path = "/api/apply",
@@ -124,7 +128,7 @@ fn summary(changes: &[Change]) -> String {
         (status = 200, body = ApplyResponse),
         (status = 400, body = ErrorBody, description = "the file is invalid; the message names file, line and column, `error.field` the field"),
         (status = 401, body = ErrorBody, description = "not authenticated"),
-        (status = 403, body = ErrorBody, description = "a change needs the admin role (settings, proxies, deleting a project); nothing changed"),
+        (status = 403, body = ErrorBody, description = "a change needs the admin role (settings, proxies, notification channels, deleting a project); nothing changed"),
         (status = 409, body = ErrorBody, description = "a change conflicts (a hostname routed elsewhere, a stage that still has instances)"),
         (status = 415, body = ErrorBody, description = "the body is not JSON"),
     ),
@@ -144,7 +148,8 @@ async fn apply_post(
     }
     let stack = stack::parse(file_name, &body.content, &body.variables)
         .map_err(|e| WebError::validation(e.location.path.clone(), e.to_string()))?;
-    let mut installation = load_installation(&state).await?;
+    let is_admin = user.0.require(Role::Admin).is_ok();
+    let mut installation = load_installation(&state, is_admin).await?;
     let changes = stack::plan(&stack, &installation.resources, body.prune);
     check_changes(&state, &user.0, &stack, &installation, &changes).await?;
     if !body.dry_run && !changes.is_empty() {
@@ -176,7 +181,8 @@ async fn apply_post(
 /// Every section and every field, in a stable order: exporting, applying the file to an empty
 /// installation and exporting again gives the same text. Secrets are written as `${VARIABLE}`
 /// references (`SHOP_REGISTRY_PASSWORD`), never as values. It holds plain `env` values, which
-/// viewers may not read: a member's or an admin's.
+/// viewers may not read: a member's or an admin's. Notification channels are in an admin's
+/// export only; a member's leaves the `[notifications]` section out and says so in a comment.
 #[utoipa::path(
     get,
     path = "/api/export",
@@ -188,10 +194,16 @@ async fn apply_post(
     ),
     security(("token" = []), ("session" = [])),
 )]
-async fn export_get(_: Member, State(state): State<AppState>) -> WebResult<impl IntoResponse> {
-    let installation = load_installation(&state).await?;
+async fn export_get(user: Member, State(state): State<AppState>) -> WebResult<impl IntoResponse> {
+    let is_admin = user.0.require(Role::Admin).is_ok();
+    let installation = load_installation(&state, is_admin).await?;
+    let omitted = if is_admin {
+        Omitted::Nothing
+    } else {
+        Omitted::Channels
+    };
     Ok((
         [(header::CONTENT_TYPE, "application/toml; charset=utf-8")],
-        stack::render(&installation.resources),
+        stack::render(&installation.resources, omitted),
     ))
 }

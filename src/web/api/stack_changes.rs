@@ -4,6 +4,7 @@
 //! `POST`, `PATCH` or `DELETE` on the resource runs, with the caller's role — validation,
 //! conflicts, events, route-table and poller refreshes all happen as for a single API call.
 //! Adding a kind to [`crate::stack::Kind`] means a loading branch and three calls here.
+//! Notification channels are loaded only for admins: a member may not read them.
 
 use std::collections::HashMap;
 
@@ -12,6 +13,9 @@ use axum::extract::State;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::notifications::{
+    ChannelCreateRequest, ChannelPatchRequest, RuleRequest, channel_delete, channel_patch, channels_post,
+};
 use super::projects::{
     ProjectCreateRequest, ProjectPatchRequest, ProjectResponse, project_delete, project_patch, projects_post,
 };
@@ -23,6 +27,8 @@ use super::stages::{
     StageCreateRequest, StagePatchRequest, StageResponse, project_stages_post, stage_delete, stage_patch,
 };
 use crate::domain::instance::InstanceFilter;
+use crate::domain::user::Role;
+use crate::stack::channel::{self, SECRETS_PREFIX};
 use crate::stack::{Action, Change, Kind, Resource, SECRET_ENV_PREFIX, Stack};
 use crate::web::auth::{Admin, CurrentUser, Member};
 use crate::web::error::{WebError, WebResult};
@@ -37,15 +43,17 @@ pub struct Installation {
     projects: HashMap<String, i64>,
     stages: HashMap<(String, String), i64>,
     proxies: HashMap<String, i64>,
+    channels: HashMap<String, i64>,
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> WebResult<Value> {
     serde_json::to_value(value).map_err(WebError::internal)
 }
 
-/// Reads the whole configuration of the installation. Sealed secrets are opened to be compared
-/// with a file's; one that no longer opens compares unequal to anything, so an apply rewrites it.
-pub async fn load_installation(state: &AppState) -> WebResult<Installation> {
+/// Reads the whole configuration of the installation — the notification channels only when
+/// `with_channels` (an admin's). Sealed secrets are opened to be compared with a file's; one
+/// that no longer opens compares unequal to anything, so an apply rewrites it.
+pub async fn load_installation(state: &AppState, with_channels: bool) -> WebResult<Installation> {
     let mut installation = Installation::default();
     let settings = Value::Object(state.settings.current().to_json());
     installation
@@ -95,11 +103,69 @@ pub async fn load_installation(state: &AppState) -> WebResult<Installation> {
             &to_json(&ProxyResponse::from(&proxy))?,
         ));
     }
+    if with_channels {
+        load_channels(state, &mut installation).await?;
+    }
     Ok(installation)
 }
 
+/// The notification channels, their rules' project ids as names.
+async fn load_channels(state: &AppState, installation: &mut Installation) -> WebResult<()> {
+    let names: HashMap<i64, String> = installation
+        .projects
+        .iter()
+        .map(|(name, id)| (*id, name.clone()))
+        .collect();
+    for stored in state.store.list_channels().await? {
+        let projects = stored
+            .rule
+            .project_ids
+            .iter()
+            .filter_map(|id| names.get(id).cloned())
+            .collect();
+        // A channel whose secrets no longer open compares as having none: an apply sets them.
+        let secrets = match state.notifier.channel_secrets(stored.id).await {
+            Ok(secrets) => secrets,
+            Err(e) => {
+                tracing::warn!(error = %e, channel_id = stored.id, "cannot open a channel's secrets");
+                Default::default()
+            }
+        };
+        installation.channels.insert(stored.name.clone(), stored.id);
+        installation
+            .resources
+            .push(channel::stored_resource(&stored, projects, &secrets));
+    }
+    Ok(())
+}
+
+/// Refuses a file that names what the caller may not even read: notification channels are an
+/// admin's, so a member's file must leave `[notifications]` out (whatever it would change).
+pub fn check_sections(user: &CurrentUser, stack: &Stack) -> WebResult<()> {
+    if !stack.sections.contains(&Kind::Channel) {
+        return Ok(());
+    }
+    if let Err(refused) = user.require(Role::Admin) {
+        let section = crate::stack::CHANNELS_SECTION;
+        let place = match stack.locations.get(section) {
+            Some(at) => format!("{}:{}:{}", stack.file_name, at.line, at.column),
+            None => stack.file_name.clone(),
+        };
+        return Err(WebError {
+            message: format!(
+                "{place}: {section}: notification channels need the admin role, and you are {}: leave the [{section}] section out of the file",
+                user.user.role
+            ),
+            field: Some(section.to_owned()),
+            ..refused
+        });
+    }
+    Ok(())
+}
+
 /// Refuses, before anything changes, a plan the API would refuse halfway: changes that need
-/// an admin, and deleting a stage that still has instances.
+/// an admin, deleting a stage that still has instances, changing a channel's kind, and a
+/// channel's rule naming a project that will not exist.
 pub async fn check_changes(
     state: &AppState,
     user: &CurrentUser,
@@ -107,6 +173,7 @@ pub async fn check_changes(
     installation: &Installation,
     changes: &[Change],
 ) -> WebResult<()> {
+    check_sections(user, stack)?;
     for change in changes {
         if change.kind.needs_admin(change.action)
             && let Err(refused) = user.require(crate::domain::user::Role::Admin)
@@ -131,6 +198,44 @@ pub async fn check_changes(
                 return Err(located(refused, stack, change, None, 0));
             }
         }
+        if change.kind == Kind::Channel && change.action != Action::Delete {
+            check_channel(stack, installation, changes, change)?;
+        }
+    }
+    Ok(())
+}
+
+/// A channel's kind never changes (the API cannot change it either), and the projects its rule
+/// names exist once the plan's projects are made.
+fn check_channel(
+    stack: &Stack,
+    installation: &Installation,
+    changes: &[Change],
+    change: &Change,
+) -> WebResult<()> {
+    if change.action == Action::Update && change.fields.iter().any(|f| f.field == "kind") {
+        let refused = WebError::conflict(
+            Some("kind"),
+            "a channel's kind cannot change: give the new channel another name (with --prune the old one goes)",
+        );
+        return Err(located(refused, stack, change, Some("kind"), 0));
+    }
+    let rule = change.resource.fields.get("rule").cloned().unwrap_or_default();
+    for project in channel::rule_projects(&rule) {
+        let key = [project.clone()];
+        let planned = |action: Action| {
+            changes
+                .iter()
+                .any(|c| c.kind == Kind::Project && c.action == action && c.key == key)
+        };
+        let exists = installation.projects.contains_key(&project) && !planned(Action::Delete);
+        if !exists && !planned(Action::Create) {
+            let refused = WebError::validation(
+                "rule.projects",
+                format!("no project named {project}: neither in the file nor in the installation"),
+            );
+            return Err(located(refused, stack, change, Some("rule.projects"), 0));
+        }
     }
     Ok(())
 }
@@ -148,6 +253,12 @@ impl Installation {
             _ => None,
         }
         .ok_or_else(|| WebError::not_found(format!("no stage {}", key.join("/"))))
+    }
+
+    fn channel_id(&self, key: &[String]) -> WebResult<i64> {
+        key.first()
+            .and_then(|name| self.channels.get(name).copied())
+            .ok_or_else(|| WebError::not_found(format!("no notification channel {}", key.join("/"))))
     }
 
     fn proxy_id(&self, key: &[String]) -> WebResult<i64> {
@@ -289,8 +400,118 @@ async fn carry_out_one(
             let id = installation.proxy_id(key)?;
             proxy_delete(admin(), IdPath(id), st()).await?;
         }
+        (Kind::Channel, Action::Create) => {
+            let request = ChannelCreateRequest {
+                name: key[0].clone(),
+                kind: string_field(change, "kind"),
+                enabled: change
+                    .resource
+                    .fields
+                    .get("enabled")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true),
+                settings: change
+                    .resource
+                    .fields
+                    .get("settings")
+                    .cloned()
+                    .unwrap_or_default(),
+                secrets: channel_secrets(change),
+                rule: Some(rule_request(installation, change)?),
+            };
+            let (_, Json(created)) = channels_post(admin(), st(), ApiJson(request)).await?;
+            installation.channels.insert(key[0].clone(), created.id);
+        }
+        (Kind::Channel, Action::Update) => {
+            let changed = change.top_level_fields();
+            let given = |field: &str| {
+                changed
+                    .contains(&field)
+                    .then(|| change.resource.fields.get(field).cloned())
+                    .flatten()
+            };
+            let request = ChannelPatchRequest {
+                name: None,
+                enabled: given("enabled").and_then(|v| v.as_bool()),
+                settings: given("settings"),
+                secrets: channel_secrets(change),
+                rule: given("rule")
+                    .map(|_| rule_request(installation, change))
+                    .transpose()?,
+            };
+            let id = installation.channel_id(key)?;
+            let _channel = channel_patch(admin(), IdPath(id), st(), ApiJson(request)).await?;
+        }
+        (Kind::Channel, Action::Delete) => {
+            let id = installation.channel_id(key)?;
+            channel_delete(admin(), IdPath(id), st()).await?;
+        }
     }
     Ok(())
+}
+
+fn string_field(change: &Change, field: &str) -> String {
+    change
+        .resource
+        .fields
+        .get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The channel's secrets a create sets (all the file gives) or an update changes.
+fn channel_secrets(change: &Change) -> std::collections::BTreeMap<String, Option<String>> {
+    change
+        .resource
+        .secrets
+        .iter()
+        .filter(|(field, _)| {
+            change.action == Action::Create || change.fields.iter().any(|f| f.field == **field)
+        })
+        .filter_map(|(field, value)| {
+            field
+                .strip_prefix(SECRETS_PREFIX)
+                .map(|key| (key.to_owned(), value.clone()))
+        })
+        .collect()
+}
+
+/// The API's rule from a channel's canonical one: project names become this installation's ids
+/// (projects the apply created are known by now).
+fn rule_request(installation: &Installation, change: &Change) -> WebResult<RuleRequest> {
+    let rule = change.resource.fields.get("rule").cloned().unwrap_or_default();
+    let strings = |field: &str| -> Vec<String> {
+        rule.get(field)
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let project_ids = channel::rule_projects(&rule)
+        .iter()
+        .map(|name| {
+            installation
+                .projects
+                .get(name)
+                .copied()
+                .ok_or_else(|| WebError::validation("rule.projects", format!("no project named {name}")))
+        })
+        .collect::<WebResult<_>>()?;
+    Ok(RuleRequest {
+        min_severity: rule
+            .get("min_severity")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        sources: strings("sources"),
+        project_ids,
+        kinds: strings("kinds"),
+    })
 }
 
 /// An API error of one change, told in the file's terms: the field's path in the file, and
