@@ -32,12 +32,15 @@ pub async fn run_intake(
 ) {
     let window = notifier.inner.options.window;
     loop {
+        // An event that arrived before the stop is queued, not dropped by a coin toss between
+        // two ready branches.
         let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            biased;
             event = tap.recv() => match event {
                 Some(event) => event,
                 None => return,
             },
+            _ = shutdown.cancelled() => return,
         };
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + window;
