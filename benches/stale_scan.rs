@@ -249,6 +249,13 @@ async fn real_case() -> Vec<ContainerSummary> {
                         container_port: 8080,
                         memory_bytes: None,
                         nano_cpus: None,
+                        mounts: Vec::new(),
+                        network: None,
+                        extra_networks: Vec::new(),
+                        user: None,
+                        restart_policy: Default::default(),
+                        stop_signal: "SIGTERM".to_owned(),
+                        stop_timeout_seconds: 10,
                     })
                     .await
                     .expect("a container");

@@ -10,9 +10,11 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::health::{GateSpec, health_gate};
-use super::{DeployOutcome, DeployResult, Deployer, container_name};
+use super::{DeployOutcome, DeployResult, Deployer, container_name, stage_stop_grace};
 use crate::docker::DockerError;
-use crate::docker::engine::{CreateContainer, PullAuth, labels};
+use crate::docker::engine::{
+    CreateContainer, Mount, MountKind, NetworkAttachment, PullAuth, labels, resource_labels,
+};
 use crate::domain::event::{EventKind, NewEvent, Source};
 use crate::domain::hostname::{Hostname, tag_slug};
 use crate::domain::image_ref::Digest;
@@ -22,6 +24,7 @@ use crate::domain::instance::{
 use crate::domain::project::Project;
 use crate::domain::stage::Stage;
 use crate::domain::tag_policy::PolicyMode;
+use crate::domain::workload::{check_bind_mounts, project_network_name, volume_name};
 use crate::store::StoreError;
 
 /// One deploy attempt in flight: what the failure path needs to clean up and record.
@@ -197,6 +200,8 @@ impl Deployer {
                 .context("recording the instance's secret variables")?;
         }
         let spec = self.container_spec(attempt, image, &secret_env);
+        self.prepare_resources(&attempt.project, &attempt.stage, &spec)
+            .await?;
         let name = spec.name.clone();
         let container_id = deps
             .engine
@@ -223,7 +228,7 @@ impl Deployer {
         let deps = self.deps();
         if restart {
             deps.engine
-                .restart(container_id, self.inner.options.stop_grace)
+                .restart(container_id, stage_stop_grace(&attempt.stage))
                 .await
                 .with_context(|| format!("restarting the container {name}"))?;
         } else {
@@ -273,7 +278,9 @@ impl Deployer {
         secret_env: &BTreeMap<String, String>,
     ) -> CreateContainer {
         let container = &attempt.stage.container;
-        let labels = BTreeMap::from([
+        // The user's labels first: docker-watcher's own (checked not to be among them) win.
+        let mut all_labels = container.labels.clone();
+        all_labels.extend([
             (labels::MANAGED.to_owned(), "true".to_owned()),
             (
                 labels::INSTALLATION.to_owned(),
@@ -283,10 +290,11 @@ impl Deployer {
             (labels::STAGE.to_owned(), attempt.stage.name.to_string()),
             (labels::INSTANCE.to_owned(), attempt.instance_id.to_string()),
         ]);
+        let project = attempt.project.name.as_str();
         CreateContainer {
             name: container_name(&attempt.project, &attempt.stage, attempt.instance_id),
             image,
-            labels,
+            labels: all_labels,
             env: container
                 .env
                 .iter()
@@ -298,7 +306,65 @@ impl Deployer {
             memory_bytes: container.memory_mb.map(|mb| i64::from(mb) * 1024 * 1024),
             // Validated to (0, 1024], so the product fits easily.
             nano_cpus: container.cpus.map(|cpus| (cpus * 1e9).round() as i64),
+            mounts: container
+                .volumes
+                .iter()
+                .map(|volume| Mount {
+                    kind: if volume.is_bind() {
+                        MountKind::Bind
+                    } else {
+                        MountKind::Volume
+                    },
+                    source: if volume.is_bind() {
+                        volume.source.clone()
+                    } else {
+                        volume_name(project, &volume.source)
+                    },
+                    target: volume.target.clone(),
+                    read_only: volume.read_only,
+                })
+                .collect(),
+            network: Some(NetworkAttachment {
+                name: project_network_name(project),
+                aliases: vec![attempt.stage.name.to_string()],
+            }),
+            extra_networks: container.networks.clone(),
+            user: container.user.clone(),
+            restart_policy: container.restart_policy,
+            stop_signal: container.stop_signal.to_string(),
+            stop_timeout_seconds: container.stop_grace_seconds,
         }
+    }
+
+    /// What the container needs to exist before it is created: the project's network and
+    /// named volumes (created once, labelled, kept), and — checked again now, the setting may
+    /// have narrowed since the stage was saved — permission for its bind mounts.
+    async fn prepare_resources(
+        &self,
+        project: &Project,
+        stage: &Stage,
+        spec: &CreateContainer,
+    ) -> anyhow::Result<()> {
+        let deps = self.deps();
+        check_bind_mounts(
+            &stage.container.volumes,
+            &deps.settings.current().allowed_bind_paths,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let labels = resource_labels(&deps.installation_id, project.name.as_str());
+        if let Some(network) = &spec.network {
+            deps.engine
+                .ensure_network(&network.name, &labels)
+                .await
+                .with_context(|| format!("creating the network {}", network.name))?;
+        }
+        for mount in spec.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+            deps.engine
+                .ensure_volume(&mount.source, &labels)
+                .await
+                .with_context(|| format!("creating the volume {}", mount.source))?;
+        }
+        Ok(())
     }
 
     async fn pull_auth(&self, project: &Project) -> anyhow::Result<Option<PullAuth>> {
@@ -446,7 +512,7 @@ impl Deployer {
         if let Some(container_id) = &attempt.container_id {
             if let Err(e) = deps
                 .engine
-                .stop(container_id, self.inner.options.stop_grace)
+                .stop(container_id, stage_stop_grace(&attempt.stage))
                 .await
                 && !matches!(e, DockerError::NotFound)
             {

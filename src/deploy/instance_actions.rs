@@ -78,11 +78,8 @@ impl Deployer {
                 .context("rebuilding the route table")?;
         }
         if let Some(container_id) = &instance.container_id {
-            match deps
-                .engine
-                .stop(container_id, self.inner.options.stop_grace)
-                .await
-            {
+            let grace = self.stop_grace(instance.stage_id).await;
+            match deps.engine.stop(container_id, grace).await {
                 Ok(()) => {}
                 Err(DockerError::NotFound) => {
                     let written = deps
@@ -154,9 +151,8 @@ impl Deployer {
             return Err(ConflictReason::NoContainer(id).into());
         };
         let result = if restart {
-            deps.engine
-                .restart(&container_id, self.inner.options.stop_grace)
-                .await
+            let grace = self.stop_grace(stage_id).await;
+            deps.engine.restart(&container_id, grace).await
         } else {
             deps.engine.start(&container_id).await
         };
@@ -270,7 +266,8 @@ impl Deployer {
             return Ok(());
         };
         let engine = &self.deps().engine;
-        match engine.stop(container_id, self.inner.options.stop_grace).await {
+        let grace = self.stop_grace(instance.stage_id).await;
+        match engine.stop(container_id, grace).await {
             Ok(()) | Err(DockerError::NotFound) => {}
             Err(e) => return Err(e).docker("stopping the container"),
         }

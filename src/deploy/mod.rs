@@ -348,6 +348,15 @@ impl Deployer {
             .inc();
     }
 
+    /// How long a stop of one of the stage's containers waits after the stop signal: the
+    /// stage's `stop_grace_seconds` (the default grace when the stage cannot be read).
+    async fn stop_grace(&self, stage_id: i64) -> Duration {
+        match self.deps().store.get_stage(stage_id).await {
+            Ok(stage) => stage_stop_grace(&stage),
+            Err(_) => self.inner.options.stop_grace,
+        }
+    }
+
     async fn stage_instances(&self, stage_id: i64) -> anyhow::Result<Vec<Instance>> {
         self.deps()
             .store
@@ -371,6 +380,11 @@ impl Deployer {
         }
         self.deps().bus.publish(event).await;
     }
+}
+
+/// The stage's `stop_grace_seconds` as a duration.
+fn stage_stop_grace(stage: &Stage) -> Duration {
+    Duration::from_secs(u64::from(stage.container.stop_grace_seconds))
 }
 
 /// `dw-{project}-{stage}-{instance_id}` (SPEC §3, Deploying, step 3).

@@ -73,11 +73,8 @@ impl Deployer {
         let Some(container_id) = &instance.container_id else {
             return;
         };
-        match deps
-            .engine
-            .stop(container_id, self.inner.options.stop_grace)
-            .await
-        {
+        let grace = self.stop_grace(instance.stage_id).await;
+        match deps.engine.stop(container_id, grace).await {
             Ok(()) => tracing::info!(instance_id = instance.id, reason, "stopped instance"),
             Err(DockerError::NotFound) => {
                 if let Err(e) = deps

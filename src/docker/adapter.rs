@@ -11,8 +11,7 @@ use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummaryStateEnum,
-    EventMessage, EventMessageTypeEnum, HealthStatusEnum, HostConfig, PortBinding, PortMap, RestartPolicy,
-    RestartPolicyNameEnum,
+    EventMessage, EventMessageTypeEnum, HealthStatusEnum, HostConfig, PortBinding, PortMap,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
@@ -28,6 +27,7 @@ use super::engine::{
     ContainerDetails, ContainerEngine, ContainerState, ContainerSummary, CreateContainer, EngineEvent,
     EngineEventKind, HealthState, LogLine, LogStream, PullAuth, labels,
 };
+use super::resources::{engine_mounts, engine_network, engine_restart_policy};
 use super::{DockerEngine, DockerError, Operation, REQUEST_TIMEOUT};
 
 /// The only host address containers are published on: the reverse proxy on this host is the
@@ -73,14 +73,14 @@ impl ContainerEngine for DockerEngine {
                 host_port: Some(String::new()),
             }]),
         )]);
+        let (network_mode, networking_config) = engine_network(spec);
         let host_config = HostConfig {
             port_bindings: Some(bindings),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
+            restart_policy: Some(engine_restart_policy(spec.restart_policy)),
             memory: spec.memory_bytes,
             nano_cpus: spec.nano_cpus,
+            mounts: engine_mounts(&spec.mounts),
+            network_mode,
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -89,7 +89,11 @@ impl ContainerEngine for DockerEngine {
             env: Some(spec.env.clone()),
             cmd: spec.command.clone(),
             exposed_ports: Some(vec![port]),
+            user: spec.user.clone(),
+            stop_signal: Some(spec.stop_signal.clone()),
+            stop_timeout: Some(i64::from(spec.stop_timeout_seconds)),
             host_config: Some(host_config),
+            networking_config,
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
@@ -97,6 +101,11 @@ impl ContainerEngine for DockerEngine {
             .create_container(Some(options), body)
             .await
             .map_err(DockerError::from_bollard)?;
+        if let Err(e) = self.connect_extra_networks(&created.id, spec).await {
+            // Never leave a half-made container behind: the caller records none.
+            let _ = self.remove(&created.id).await;
+            return Err(e);
+        }
         Ok(created.id)
     }
 
@@ -249,6 +258,34 @@ impl ContainerEngine for DockerEngine {
 
     fn api_calls(&self) -> BTreeMap<&'static str, u64> {
         self.api_call_counts()
+    }
+
+    async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), DockerError> {
+        self.ensure_volume_named(name, labels).await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), DockerError> {
+        self.remove_volume_named(name).await
+    }
+
+    async fn list_volumes(
+        &self,
+        installation_id: &str,
+        label: (&str, &str),
+    ) -> Result<Vec<String>, DockerError> {
+        self.list_volumes_labelled(installation_id, label).await
+    }
+
+    async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), DockerError> {
+        self.ensure_network_named(name, labels).await
+    }
+
+    async fn network_labels(&self, name: &str) -> Result<Option<BTreeMap<String, String>>, DockerError> {
+        self.network_labels_of(name).await
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), DockerError> {
+        self.remove_network_named(name).await
     }
 }
 

@@ -12,14 +12,25 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
 use super::DockerError;
+use crate::domain::workload::RestartPolicy;
 
-/// The labels docker-watcher puts on every container it creates.
+/// The labels docker-watcher puts on every container, volume and network it creates.
 pub mod labels {
     pub const MANAGED: &str = "io.docker-watcher.managed";
     pub const INSTALLATION: &str = "io.docker-watcher.installation";
     pub const PROJECT: &str = "io.docker-watcher.project";
     pub const STAGE: &str = "io.docker-watcher.stage";
     pub const INSTANCE: &str = "io.docker-watcher.instance";
+}
+
+/// The labels of a volume or network docker-watcher creates for `project`: managed, this
+/// installation's, the project's.
+pub fn resource_labels(installation_id: &str, project: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::MANAGED.to_owned(), "true".to_owned()),
+        (labels::INSTALLATION.to_owned(), installation_id.to_owned()),
+        (labels::PROJECT.to_owned(), project.to_owned()),
+    ])
 }
 
 /// Registry credentials for a pull.
@@ -56,6 +67,41 @@ pub struct CreateContainer {
     pub container_port: u16,
     pub memory_bytes: Option<i64>,
     pub nano_cpus: Option<i64>,
+    /// Named volumes (already created, see [`ContainerEngine::ensure_volume`]) and bind mounts.
+    pub mounts: Vec<Mount>,
+    /// The network the container is created on, with its aliases there (the project's own).
+    pub network: Option<NetworkAttachment>,
+    /// More networks the container is connected to before it starts.
+    pub extra_networks: Vec<String>,
+    pub user: Option<String>,
+    pub restart_policy: RestartPolicy,
+    /// `SIGTERM` unless the stage says otherwise.
+    pub stop_signal: String,
+    /// Seconds a `docker stop` without its own timeout waits before it kills.
+    pub stop_timeout_seconds: u32,
+}
+
+/// One mount of a container, with the engine's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub kind: MountKind,
+    /// The volume's name, or the host path of a bind mount.
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountKind {
+    Volume,
+    Bind,
+}
+
+/// A network a container joins at creation, and the names it answers to there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkAttachment {
+    pub name: String,
+    pub aliases: Vec<String>,
 }
 
 impl std::fmt::Debug for CreateContainer {
@@ -74,6 +120,13 @@ impl std::fmt::Debug for CreateContainer {
             .field("container_port", &self.container_port)
             .field("memory_bytes", &self.memory_bytes)
             .field("nano_cpus", &self.nano_cpus)
+            .field("mounts", &self.mounts)
+            .field("network", &self.network)
+            .field("extra_networks", &self.extra_networks)
+            .field("user", &self.user)
+            .field("restart_policy", &self.restart_policy)
+            .field("stop_signal", &self.stop_signal)
+            .field("stop_timeout_seconds", &self.stop_timeout_seconds)
             .finish()
     }
 }
@@ -195,4 +248,45 @@ pub trait ContainerEngine: Send + Sync + std::fmt::Debug {
     fn events(&self, installation_id: &str) -> BoxStream<'static, Result<EngineEvent, DockerError>>;
     /// How many engine API calls each operation has made (for metrics and tests).
     fn api_calls(&self) -> BTreeMap<&'static str, u64>;
+
+    // Volumes and networks (SPEC §3 "Workloads"). The defaults are for fakes that model
+    // neither: nothing to create, nothing found. The bollard adapter implements them all.
+
+    /// Creates the named volume with `labels` unless it exists (an existing one is kept as it
+    /// is, with its data).
+    async fn ensure_volume(
+        &self,
+        _name: &str,
+        _labels: &BTreeMap<String, String>,
+    ) -> Result<(), DockerError> {
+        Ok(())
+    }
+    /// Removes a volume. Gone already is `NotFound`; still used by a container is `Conflict`.
+    async fn remove_volume(&self, _name: &str) -> Result<(), DockerError> {
+        Err(DockerError::NotFound)
+    }
+    /// The names of the volumes carrying this installation's label and `label` = `value`.
+    async fn list_volumes(
+        &self,
+        _installation_id: &str,
+        _label: (&str, &str),
+    ) -> Result<Vec<String>, DockerError> {
+        Ok(Vec::new())
+    }
+    /// Creates the bridge network with `labels` unless a network of that name exists.
+    async fn ensure_network(
+        &self,
+        _name: &str,
+        _labels: &BTreeMap<String, String>,
+    ) -> Result<(), DockerError> {
+        Ok(())
+    }
+    /// The labels of the network called `name`, `None` when there is no such network.
+    async fn network_labels(&self, _name: &str) -> Result<Option<BTreeMap<String, String>>, DockerError> {
+        Ok(None)
+    }
+    /// Removes a network. Gone already is `NotFound`; still used is `Conflict`.
+    async fn remove_network(&self, _name: &str) -> Result<(), DockerError> {
+        Err(DockerError::NotFound)
+    }
 }

@@ -7,10 +7,13 @@
 //!   mapping of bollard's errors onto the variants callers branch on;
 //! - [`engine`]: the [`engine::ContainerEngine`] trait workflows hold, and its plain types;
 //! - `adapter`: the bollard implementation of that trait and the pure conversions from the
-//!   engine's JSON models (unit-tested there).
+//!   engine's JSON models (unit-tested there);
+//! - `resources`: volumes and networks — creating them once, listing, removing — and how a
+//!   container's mounts and networks are written for the engine.
 
 mod adapter;
 pub mod engine;
+mod resources;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,10 +96,12 @@ enum Operation {
     Logs,
     RemoveImage,
     Events,
+    Volume,
+    Network,
 }
 
 impl Operation {
-    const ALL: [Operation; 12] = [
+    const ALL: [Operation; 14] = [
         Operation::Ping,
         Operation::Pull,
         Operation::Create,
@@ -109,6 +114,8 @@ impl Operation {
         Operation::Logs,
         Operation::RemoveImage,
         Operation::Events,
+        Operation::Volume,
+        Operation::Network,
     ];
 
     fn name(self) -> &'static str {
@@ -125,6 +132,8 @@ impl Operation {
             Operation::Logs => "logs",
             Operation::RemoveImage => "remove_image",
             Operation::Events => "events",
+            Operation::Volume => "volume",
+            Operation::Network => "network",
         }
     }
 }
@@ -143,6 +152,9 @@ pub struct DockerEngine {
     /// Every engine request, by operation: the stale scanner must prove it makes exactly one
     /// list call per scan, and metrics export them.
     calls: Arc<ApiCallCounters>,
+    /// Held while a network is looked up and created: an engine of API 1.41 does not refuse a
+    /// second network of the same name, so two deploys of one project must not both create it.
+    network_creation: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How long a request may wait for the engine's answer headers (bollard's own default).
@@ -167,6 +179,7 @@ impl DockerEngine {
             client: Default::default(),
             host,
             calls: Default::default(),
+            network_creation: Default::default(),
         })
     }
 

@@ -7,6 +7,8 @@
 //!   values taken from users.
 //! - [`project`], [`stage`], [`instance`], [`deployment`], [`proxy`], [`user`], [`settings`],
 //!   [`event`], [`notification`]: the records of the store, as domain types.
+//! - [`workload`]: what a stage's container is given beyond its image (volumes, networks,
+//!   labels, user, restart policy, stop signal), parsed and checked.
 
 pub mod duration;
 pub mod event;
@@ -23,6 +25,7 @@ pub mod stage;
 pub mod tag_policy;
 pub mod time_format;
 pub mod user;
+pub mod workload;
 
 /// Why a value given by a user could not be parsed. The caller knows which field it came from
 /// and adds that when it reports the error.

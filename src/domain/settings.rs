@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use super::duration::HumanDuration;
 use super::hostname::Hostname;
 use super::schedule::Schedule;
+use super::workload::parse_bind_root;
 
 /// Every setting, with its current value.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +19,9 @@ pub struct Settings {
     pub event_retention_days: u32,
     pub base_domain: Option<Hostname>,
     pub deploy_health_timeout_seconds: u32,
+    /// Host directories stages may bind-mount (SPEC §3 "Workloads"); empty: none. Never `/`
+    /// nor the Docker socket.
+    pub allowed_bind_paths: Vec<String>,
 }
 
 /// A key that was refused, and why.
@@ -46,19 +50,21 @@ impl Default for Settings {
             event_retention_days: 30,
             base_domain: None,
             deploy_health_timeout_seconds: 60,
+            allowed_bind_paths: Vec::new(),
         }
     }
 }
 
 impl Settings {
     /// Every key, in the order the API lists them.
-    pub const KEYS: [&'static str; 6] = [
+    pub const KEYS: [&'static str; 7] = [
         "stale_threshold_days",
         "stale_scan_interval",
         "default_poll_schedule",
         "event_retention_days",
         "base_domain",
         "deploy_health_timeout_seconds",
+        "allowed_bind_paths",
     ];
 
     /// How often the stale scanner runs: the setting, or `max(1h, threshold / 7)`.
@@ -81,6 +87,7 @@ impl Settings {
             "event_retention_days" => Value::from(self.event_retention_days),
             "base_domain" => opt_string(self.base_domain.as_ref()),
             "deploy_health_timeout_seconds" => Value::from(self.deploy_health_timeout_seconds),
+            "allowed_bind_paths" => Value::from(self.allowed_bind_paths.clone()),
             _ => return None,
         })
     }
@@ -114,6 +121,9 @@ impl Settings {
             }
             "deploy_health_timeout_seconds" => {
                 self.deploy_health_timeout_seconds = int_in_range(key, value, 1, 3600)?;
+            }
+            "allowed_bind_paths" => {
+                self.allowed_bind_paths = path_list(key, value)?;
             }
             _ => {
                 return Err(SettingError::new(
@@ -169,6 +179,27 @@ fn int_in_range(key: &str, value: &Value, min: u32, max: u32) -> Result<u32, Set
         .ok_or_else(|| SettingError::new(key, format!("must be an integer from {min} to {max}")))
 }
 
+/// A JSON array of host directories, each parsed by [`parse_bind_root`]; duplicates dropped.
+fn path_list(key: &str, value: &Value) -> Result<Vec<String>, SettingError> {
+    let Value::Array(items) = value else {
+        return Err(SettingError::new(key, "must be an array of absolute paths"));
+    };
+    if items.len() > 100 {
+        return Err(SettingError::new(key, "at most 100 paths"));
+    }
+    let mut paths = Vec::new();
+    for item in items {
+        let raw = item
+            .as_str()
+            .ok_or_else(|| SettingError::new(key, "must be an array of absolute paths"))?;
+        let path = parse_bind_root(raw).map_err(|e| SettingError::new(key, e.to_string()))?;
+        if !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
+    Ok(paths)
+}
+
 fn nullable_parse<T, E: std::fmt::Display>(
     key: &str,
     value: &Value,
@@ -201,6 +232,26 @@ mod tests {
         assert_eq!(s["event_retention_days"], json!(30));
         assert_eq!(s["base_domain"], Value::Null);
         assert_eq!(s["deploy_health_timeout_seconds"], json!(60));
+        assert_eq!(s["allowed_bind_paths"], json!([]));
+    }
+
+    #[test]
+    fn allowed_bind_paths_are_absolute_and_never_root_or_the_socket() {
+        let s = Settings::default();
+        let (next, _) = s
+            .patched(&patch(json!({"allowed_bind_paths": ["/srv/apps", "/srv/apps"]})))
+            .unwrap();
+        assert_eq!(next.allowed_bind_paths, vec!["/srv/apps".to_owned()]);
+        for bad in [
+            json!(["/"]),
+            json!(["srv"]),
+            json!(["/var/run"]),
+            json!("/srv"),
+            json!([1]),
+        ] {
+            let err = s.patched(&patch(json!({"allowed_bind_paths": bad}))).unwrap_err();
+            assert_eq!(err.key, "allowed_bind_paths");
+        }
     }
 
     #[test]

@@ -14,6 +14,9 @@ use super::name::Name;
 use super::project::SealedSecret;
 use super::schedule::Schedule;
 use super::tag_policy::TagPolicy;
+use super::workload::{
+    RestartPolicy, StopSignal, VolumeMount, check_labels, check_networks, check_user, check_volumes,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stage {
@@ -107,6 +110,27 @@ pub struct ContainerSpec {
     pub memory_mb: Option<u32>,
     #[serde(default)]
     pub cpus: Option<f64>,
+    /// Named volumes and bind mounts (SPEC §3 "Workloads").
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// Existing engine networks to join, besides the project's own `dw-{project}`.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// The user's own labels (docker-watcher's `io.docker-watcher.*` are added to them).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The user the process runs as (`name`, `uid`, `uid:gid`); `None`: the image's.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = String, example = "unless-stopped")]
+    pub restart_policy: RestartPolicy,
+    #[serde(default)]
+    #[schema(value_type = String, example = "SIGTERM")]
+    pub stop_signal: StopSignal,
+    /// How long a stop waits after the stop signal before it kills.
+    #[serde(default = "ContainerSpec::default_stop_grace_seconds")]
+    pub stop_grace_seconds: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -134,6 +158,13 @@ impl Default for ContainerSpec {
             min_ready_seconds: Self::default_min_ready_seconds(),
             memory_mb: None,
             cpus: None,
+            volumes: Vec::new(),
+            networks: Vec::new(),
+            labels: BTreeMap::new(),
+            user: None,
+            restart_policy: RestartPolicy::default(),
+            stop_signal: StopSignal::default(),
+            stop_grace_seconds: Self::default_stop_grace_seconds(),
         }
     }
 }
@@ -199,6 +230,13 @@ impl ContainerSpec {
         2
     }
 
+    pub fn default_stop_grace_seconds() -> u32 {
+        10
+    }
+
+    /// The longest `stop_grace_seconds`.
+    pub const MAX_STOP_GRACE_SECONDS: u32 = 3600;
+
     /// Checks every field; the error names the field (`container.env.FOO`, `container.port`).
     pub fn validate(&self) -> Result<(), (String, ParseError)> {
         let fail = |field: &str, msg: String| Err((format!("container.{field}"), ParseError::new(msg)));
@@ -259,6 +297,18 @@ impl ContainerSpec {
             && !(cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0)
         {
             return fail("cpus", "must be greater than 0 and at most 1024".into());
+        }
+        check_volumes(&self.volumes).or_else(|msg| fail("volumes", msg))?;
+        check_networks(&self.networks).or_else(|msg| fail("networks", msg))?;
+        check_labels(&self.labels).or_else(|msg| fail("labels", msg))?;
+        if let Some(user) = &self.user {
+            check_user(user).or_else(|msg| fail("user", msg))?;
+        }
+        if self.stop_grace_seconds > Self::MAX_STOP_GRACE_SECONDS {
+            return fail(
+                "stop_grace_seconds",
+                format!("must be from 0 to {}", Self::MAX_STOP_GRACE_SECONDS),
+            );
         }
         Ok(())
     }

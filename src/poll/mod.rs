@@ -36,6 +36,7 @@
 //! - [`webhook`]: registry webhook payloads and matching them to projects.
 
 pub mod backoff;
+mod config_change;
 pub mod plan;
 pub mod webhook;
 

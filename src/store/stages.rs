@@ -439,6 +439,10 @@ mod tests {
                 min_ready_seconds: 5,
                 memory_mb: Some(256),
                 cpus: Some(0.5),
+                volumes: serde_json::from_str(r#"[{"source": "data", "target": "/data"}]"#).unwrap(),
+                restart_policy: "on-failure:3".parse().unwrap(),
+                stop_signal: "SIGQUIT".parse().unwrap(),
+                ..ContainerSpec::default()
             },
             ..new_stage("prod")
         };

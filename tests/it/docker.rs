@@ -165,6 +165,13 @@ fn spec(name: &str, image: &str, installation: &str, command: Option<Vec<String>
         container_port: 8080,
         memory_bytes: Some(64 * 1024 * 1024),
         nano_cpus: Some(500_000_000),
+        mounts: Vec::new(),
+        network: None,
+        extra_networks: Vec::new(),
+        user: None,
+        restart_policy: Default::default(),
+        stop_signal: "SIGTERM".to_owned(),
+        stop_timeout_seconds: 10,
     }
 }
 

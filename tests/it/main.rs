@@ -42,3 +42,4 @@ mod tidy;
 mod ui;
 mod webhook;
 mod webhook_ui;
+mod workloads;

@@ -22,6 +22,7 @@ async fn a_viewer_reads_the_default_settings() {
             "event_retention_days": 30,
             "base_domain": null,
             "deploy_health_timeout_seconds": 60,
+            "allowed_bind_paths": [],
         })
     );
     app.stop().await;

@@ -26,7 +26,7 @@ const STAGE_FIELDS: [&str; 14] = [
     "updated_at",
 ];
 
-const CONTAINER_FIELDS: [&str; 9] = [
+const CONTAINER_FIELDS: [&str; 16] = [
     "port",
     "env",
     "env_keys",
@@ -36,6 +36,13 @@ const CONTAINER_FIELDS: [&str; 9] = [
     "min_ready_seconds",
     "memory_mb",
     "cpus",
+    "volumes",
+    "networks",
+    "labels",
+    "user",
+    "restart_policy",
+    "stop_signal",
+    "stop_grace_seconds",
 ];
 
 fn sorted(mut keys: Vec<&str>) -> Vec<&str> {
@@ -131,7 +138,8 @@ async fn a_member_creates_lists_reads_updates_and_deletes_a_stage() {
         created["container"],
         json!({
             "port": 8080, "env": {}, "env_keys": [], "secret_env_keys": [], "command": null,
-            "health_check": null, "min_ready_seconds": 2, "memory_mb": null, "cpus": null
+            "health_check": null, "min_ready_seconds": 2, "memory_mb": null, "cpus": null, "volumes": [], "networks": [], "labels": {}, "user": null,
+            "restart_policy": "unless-stopped", "stop_signal": "SIGTERM", "stop_grace_seconds": 10
         })
     );
     assert_eq!(created["current_instance_id"], Value::Null);
@@ -208,7 +216,13 @@ async fn every_field_given_on_create_is_kept_in_its_canonical_form() {
                 "health_check": {"path": "/healthz"},
                 "min_ready_seconds": 0,
                 "memory_mb": 256,
-                "cpus": 0.5
+                "cpus": 0.5,
+                "volumes": [{"source": "data", "target": "/var/lib/app"}],
+                "labels": {"com.example.team": "shop"},
+                "user": "1000:1000",
+                "restart_policy": "on-failure:5",
+                "stop_signal": "int",
+                "stop_grace_seconds": 30
             }
         }),
     )
@@ -231,7 +245,14 @@ async fn every_field_given_on_create_is_kept_in_its_canonical_form() {
             "health_check": {"path": "/healthz", "expected_status": 200},
             "min_ready_seconds": 0,
             "memory_mb": 256,
-            "cpus": 0.5
+            "cpus": 0.5,
+            "volumes": [{"source": "data", "target": "/var/lib/app", "read_only": false}],
+            "networks": [],
+            "labels": {"com.example.team": "shop"},
+            "user": "1000:1000",
+            "restart_policy": "on-failure:5",
+            "stop_signal": "SIGINT",
+            "stop_grace_seconds": 30
         })
     );
 }
@@ -294,7 +315,8 @@ async fn a_container_in_a_patch_replaces_the_whole_spec() {
         updated["container"],
         json!({
             "port": 4000, "env": {}, "env_keys": [], "secret_env_keys": [], "command": null,
-            "health_check": null, "min_ready_seconds": 2, "memory_mb": null, "cpus": null
+            "health_check": null, "min_ready_seconds": 2, "memory_mb": null, "cpus": null, "volumes": [], "networks": [], "labels": {}, "user": null,
+            "restart_policy": "unless-stopped", "stop_signal": "SIGTERM", "stop_grace_seconds": 10
         }),
         "fields left out of the container take their defaults"
     );

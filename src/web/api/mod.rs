@@ -22,6 +22,7 @@ pub mod stages;
 pub mod stale;
 pub mod tokens;
 pub mod users;
+pub mod workload_resources;
 
 use utoipa_axum::router::OpenApiRouter;
 

@@ -19,6 +19,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::workload_resources::{
+    DeleteParams, project_volumes, remove_project_network, remove_volumes as remove_volumes_now,
+};
 use crate::domain::event::{NewEvent, Source};
 use crate::domain::name::Name;
 use crate::domain::project::{
@@ -27,7 +30,7 @@ use crate::domain::project::{
 use crate::store::StoreError;
 use crate::web::auth::{Admin, Member, Viewer};
 use crate::web::error::{ErrorBody, FieldResult, WebError, WebResult};
-use crate::web::extract::ApiJson;
+use crate::web::extract::{ApiJson, ApiQuery};
 use crate::web::path::IdPath;
 use crate::web::state::AppState;
 
@@ -344,19 +347,21 @@ pub(crate) async fn project_patch(
 
 /// Deletes a project.
 ///
-/// Only a project without stages can go (409 `id` otherwise: delete its stages first).
+/// Only a project without stages can go (409 `id` otherwise: delete its stages first). Its
+/// network goes with it; its named volumes are kept unless `?remove_volumes=true` (then every
+/// volume of the project is removed — 409, and nothing deleted, while one is in use).
 #[utoipa::path(
     delete,
     path = "/api/projects/{id}",
     tag = "projects",
-    params(("id" = i64, Path, description = "the project's id")),
+    params(("id" = i64, Path, description = "the project's id"), DeleteParams),
     responses(
         (status = 204, description = "deleted"),
-        (status = 400, body = ErrorBody, description = "the id is not an integer"),
+        (status = 400, body = ErrorBody, description = "the id is not an integer, or a bad `remove_volumes`"),
         (status = 401, body = ErrorBody, description = "not authenticated"),
         (status = 403, body = ErrorBody, description = "needs the admin role"),
         (status = 404, body = ErrorBody, description = "no such project"),
-        (status = 409, body = ErrorBody, description = "the project still has stages"),
+        (status = 409, body = ErrorBody, description = "the project still has stages, or a volume to remove is in use"),
     ),
     security(("token" = []), ("session" = [])),
 )]
@@ -364,17 +369,32 @@ pub(crate) async fn project_delete(
     user: Admin,
     IdPath(id): IdPath,
     State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<DeleteParams>,
 ) -> WebResult<StatusCode> {
+    let remove_volumes = params.remove_volumes(&user.0)?;
     let not_found = || not_found_as(format!("no project with id {id}"));
     let project = state.store.get_project(id).await.map_err(not_found())?;
+    let mut removed = Vec::new();
+    if remove_volumes {
+        if !state.store.list_stages(id).await?.is_empty() {
+            return Err(WebError::conflict(
+                Some("id"),
+                "the project still has stages; delete them first",
+            ));
+        }
+        removed = project_volumes(&state, &project).await?;
+        remove_volumes_now(&state, &removed).await?;
+    }
     state.store.delete_project(id).await.map_err(not_found())?;
+    remove_project_network(&state, &project).await;
     state
         .bus
         .publish(
             NewEvent::info(Source::Api, format!("project {} deleted", project.name))
                 .project(project.id)
                 .recorded()
-                .detail("actor", user.user().username.as_str()),
+                .detail("actor", user.user().username.as_str())
+                .detail("volumes_removed", removed),
         )
         .await;
     Ok(StatusCode::NO_CONTENT)

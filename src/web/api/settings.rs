@@ -46,6 +46,10 @@ pub struct SettingsDocument {
     /// How long a deploy's health gate waits, in seconds; 1 to 3600.
     #[schema(example = 60, minimum = 1, maximum = 3600)]
     pub deploy_health_timeout_seconds: u32,
+    /// Host directories stages may bind-mount (a volume `source` starting with `/` must lie
+    /// under one); empty: no bind mounts. `/` and the Docker socket are never allowed.
+    #[schema(example = json!(["/srv/apps"]))]
+    pub allowed_bind_paths: Vec<String>,
 }
 
 /// Every setting with its current value.

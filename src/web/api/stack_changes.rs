@@ -23,16 +23,18 @@ use super::proxies::{
     ProxyCreateRequest, ProxyPatchRequest, ProxyResponse, proxies_post, proxy_delete, proxy_patch,
 };
 use super::settings::settings_patch;
+use super::stage_container::check_workload;
 use super::stages::{
     StageCreateRequest, StagePatchRequest, StageResponse, project_stages_post, stage_delete, stage_patch,
 };
 use crate::domain::instance::InstanceFilter;
+use crate::domain::stage::ContainerSpec;
 use crate::domain::user::Role;
 use crate::stack::channel::{self, SECRETS_PREFIX};
 use crate::stack::{Action, Change, Kind, Resource, SECRET_ENV_PREFIX, Stack};
 use crate::web::auth::{Admin, CurrentUser, Member};
 use crate::web::error::{WebError, WebResult};
-use crate::web::extract::ApiJson;
+use crate::web::extract::{ApiJson, ApiQuery};
 use crate::web::path::IdPath;
 use crate::web::state::AppState;
 
@@ -164,8 +166,9 @@ pub fn check_sections(user: &CurrentUser, stack: &Stack) -> WebResult<()> {
 }
 
 /// Refuses, before anything changes, a plan the API would refuse halfway: changes that need
-/// an admin, deleting a stage that still has instances, changing a channel's kind, and a
-/// channel's rule naming a project that will not exist.
+/// an admin, deleting a stage that still has instances, changing a channel's kind, a channel's
+/// rule naming a project that will not exist, and a stage container the running installation
+/// refuses (a bind mount outside `allowed_bind_paths`, an unknown network).
 pub async fn check_changes(
     state: &AppState,
     user: &CurrentUser,
@@ -179,6 +182,15 @@ pub async fn check_changes(
             && let Err(refused) = user.require(crate::domain::user::Role::Admin)
         {
             return Err(located(refused, stack, change, None, 0));
+        }
+        if change.kind == Kind::Stage
+            && matches!(change.action, Action::Create | Action::Update)
+            && let Some(container) = change.resource.fields.get("container")
+            && let Ok(spec) = serde_json::from_value::<ContainerSpec>(container.clone())
+            && let Err(refused) = check_workload(state, &spec).await
+        {
+            let field = refused.field.clone();
+            return Err(located(refused, stack, change, field.as_deref(), 0));
         }
         if (change.kind, change.action) == (Kind::Stage, Action::Delete) {
             let id = installation.stage_id(&change.key)?;
@@ -366,7 +378,7 @@ async fn carry_out_one(
         }
         (Kind::Project, Action::Delete) => {
             let id = installation.project_id(key)?;
-            project_delete(admin(), IdPath(id), st()).await?;
+            project_delete(admin(), IdPath(id), st(), ApiQuery(Default::default())).await?;
         }
         (Kind::Stage, Action::Create) => {
             let request: StageCreateRequest = body(change, &[("name", key[1].clone().into())])?;
@@ -384,7 +396,7 @@ async fn carry_out_one(
         }
         (Kind::Stage, Action::Delete) => {
             let id = installation.stage_id(key)?;
-            stage_delete(member(), IdPath(id), st()).await?;
+            stage_delete(member(), IdPath(id), st(), ApiQuery(Default::default())).await?;
         }
         (Kind::Proxy, Action::Create) => {
             let request: ProxyCreateRequest = body(change, &[("hostname", key[0].clone().into())])?;

@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::project::SealedSecret;
 use crate::domain::stage::{ContainerSpec, HealthCheck, check_secret_env};
+use crate::domain::workload::{VolumeMount, check_bind_mounts};
 use crate::secrets::SecretBox;
-use crate::web::error::{WebError, WebResult};
+use crate::web::error::{FieldResult, WebError, WebResult};
+use crate::web::state::AppState;
 
 /// The container spec of a create or update request.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -43,6 +45,34 @@ pub struct ContainerRequest {
     pub memory_mb: Option<u32>,
     #[serde(default)]
     pub cpus: Option<f64>,
+    /// Mounts: a `source` without a leading `/` is the project's named volume
+    /// `dw-{project}-{source}` (kept across deploys, rollbacks and stale cleanup); one starting
+    /// with `/` is a bind mount of that host path, allowed only under the setting
+    /// `allowed_bind_paths`. `target` is an absolute path in the container.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// Existing engine networks to join, besides the project's own network `dw-{project}`
+    /// (where the container answers to the stage's name).
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// Labels of the container (`io.docker-watcher.*` are docker-watcher's own).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The user the process runs as: `name`, `uid`, `name:group` or `uid:gid`; null: the image's.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `no`, `on-failure`, `on-failure:N`, `always` or `unless-stopped` (default).
+    #[serde(default)]
+    #[schema(example = "unless-stopped")]
+    pub restart_policy: Option<String>,
+    /// The signal a stop sends first; default `SIGTERM`.
+    #[serde(default)]
+    #[schema(example = "SIGTERM")]
+    pub stop_signal: Option<String>,
+    /// Seconds a stop waits after the signal before it kills; 0 to 3600, default 10.
+    #[serde(default)]
+    #[schema(maximum = 3600, example = 10)]
+    pub stop_grace_seconds: Option<u32>,
     /// Write-only secret variables: a string sets or replaces one, `null` removes it (in an
     /// update); variables not named are kept. Sealed at rest; never returned.
     #[serde(default, deserialize_with = "secret_values")]
@@ -106,6 +136,19 @@ impl ContainerRequest {
             min_ready_seconds: self.min_ready_seconds.unwrap_or(defaults.min_ready_seconds),
             memory_mb: self.memory_mb,
             cpus: self.cpus,
+            volumes: self.volumes,
+            networks: self.networks,
+            labels: self.labels,
+            user: self.user,
+            restart_policy: match self.restart_policy {
+                Some(raw) => raw.parse().field("container.restart_policy")?,
+                None => defaults.restart_policy,
+            },
+            stop_signal: match self.stop_signal {
+                Some(raw) => raw.parse().field("container.stop_signal")?,
+                None => defaults.stop_signal,
+            },
+            stop_grace_seconds: self.stop_grace_seconds.unwrap_or(defaults.stop_grace_seconds),
         };
         spec.validate()
             .map_err(|(field, err)| WebError::field(field, err))?;
@@ -181,6 +224,16 @@ pub struct ContainerResponse {
     pub memory_mb: Option<u32>,
     #[schema(required = true)]
     pub cpus: Option<f64>,
+    pub volumes: Vec<VolumeMount>,
+    pub networks: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    #[schema(required = true)]
+    pub user: Option<String>,
+    #[schema(example = "unless-stopped")]
+    pub restart_policy: String,
+    #[schema(example = "SIGTERM")]
+    pub stop_signal: String,
+    pub stop_grace_seconds: u32,
 }
 
 impl ContainerResponse {
@@ -196,8 +249,49 @@ impl ContainerResponse {
             min_ready_seconds: spec.min_ready_seconds,
             memory_mb: spec.memory_mb,
             cpus: spec.cpus,
+            volumes: spec.volumes.clone(),
+            networks: spec.networks.clone(),
+            labels: spec.labels.clone(),
+            user: spec.user.clone(),
+            restart_policy: spec.restart_policy.to_string(),
+            stop_signal: spec.stop_signal.to_string(),
+            stop_grace_seconds: spec.stop_grace_seconds,
         }
     }
+}
+
+/// What only the running installation can tell about a spec (SPEC §3 "Workloads"): its bind
+/// mounts lie under the setting `allowed_bind_paths`, and every network it names exists on the
+/// engine and is not one of docker-watcher's own (a project network is joined by its project's
+/// containers only). Each refusal is a 400 naming `container.volumes` or `container.networks`.
+pub async fn check_workload(state: &AppState, spec: &ContainerSpec) -> WebResult<()> {
+    check_bind_mounts(&spec.volumes, &state.settings.current().allowed_bind_paths)
+        .map_err(|message| WebError::validation("container.volumes", message))?;
+    for network in &spec.networks {
+        let labels = state.engine.network_labels(network).await.map_err(|e| {
+            WebError::unavailable(format!(
+                "cannot check the network {network} on the Docker engine: {e}"
+            ))
+        })?;
+        match labels {
+            None => {
+                return Err(WebError::validation(
+                    "container.networks",
+                    format!("there is no network named {network} on the Docker engine"),
+                ));
+            }
+            Some(labels) if labels.contains_key(crate::docker::engine::labels::MANAGED) => {
+                return Err(WebError::validation(
+                    "container.networks",
+                    format!(
+                        "{network} is a network docker-watcher manages; a stage is on its own project's network already"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

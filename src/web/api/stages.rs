@@ -21,19 +21,21 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::projects::{double_option, not_found_as, not_null};
-use super::stage_container::{ContainerRequest, ContainerResponse, sealed_changes};
+use super::stage_container::{ContainerRequest, ContainerResponse, check_workload, sealed_changes};
+use super::workload_resources::{DeleteParams, remove_volumes as remove_volumes_now, stage_volumes};
 use crate::domain::ParseError;
 use crate::domain::duration::HumanDuration;
 use crate::domain::event::{NewEvent, Source};
 use crate::domain::hostname::Hostname;
+use crate::domain::instance::InstanceFilter;
 use crate::domain::name::Name;
 use crate::domain::schedule::Schedule;
 use crate::domain::stage::{NewStage, Stage, StagePatch, parse_max_instances};
 use crate::domain::tag_policy::TagPolicy;
 use crate::domain::user::Role;
 use crate::web::auth::{Member, Viewer};
-use crate::web::error::{ErrorBody, FieldResult, WebResult};
-use crate::web::extract::ApiJson;
+use crate::web::error::{ErrorBody, FieldResult, WebError, WebResult};
+use crate::web::extract::{ApiJson, ApiQuery};
 use crate::web::path::IdPath;
 use crate::web::state::AppState;
 
@@ -263,6 +265,7 @@ pub(crate) async fn project_stages_post(
     ApiJson(body): ApiJson<StageCreateRequest>,
 ) -> WebResult<(StatusCode, Json<StageResponse>)> {
     let (container, secret_env) = body.container.unwrap_or_default().into_parts(&[])?;
+    check_workload(&state, &container).await?;
     let new = NewStage {
         name: Name::parse(&body.name).field("name")?,
         tag_policy: TagPolicy::parse(&body.tag_policy).field("tag_policy")?,
@@ -353,8 +356,9 @@ async fn stage_get(
 /// Absent fields are left as they are; `null` clears `schedule`, `hostname`
 /// and `min_release_age`. A `container` object **replaces** the whole container spec: fields
 /// it leaves out take their defaults, so send back the `container` from `GET` with your
-/// changes. The new values apply from the next poll and deploy; running containers are not
-/// recreated.
+/// changes. A change of the container spec or its secrets makes the stage out of date: an
+/// auto-deploy stage redeploys the digest it runs with the new spec at once (trigger
+/// `config`, health-gated); a monitor-only stage waits for a deploy.
 #[utoipa::path(
     patch,
     path = "/api/stages/{id}",
@@ -388,6 +392,7 @@ pub(crate) async fn stage_patch(
                 .map_err(not_found_as(format!("no stage with id {id}")))?;
             let keys: Vec<String> = current.keys().cloned().collect();
             let (spec, secret_env) = request.into_parts(&keys)?;
+            check_workload(&state, &spec).await?;
             Some((spec, sealed_changes(secret_env, &current, &state.secrets)))
         }
         None => None,
@@ -439,25 +444,32 @@ pub(crate) async fn stage_patch(
                 .detail("secret_env_keys_changed", secret_keys),
         )
         .await;
+    // A new configuration reaches an auto-deploy stage's running container by a redeploy.
+    state
+        .poller
+        .redeploy_if_out_of_date(&stage, Some(user.user().username.as_str()))
+        .await;
     Ok(Json(StageResponse::for_role(&stage, user.user().role)))
 }
 
 /// Deletes a stage.
 ///
 /// Only a stage without instances can go (409 otherwise: clean them up first); its hostname
-/// is free again.
+/// is free again. Its named volumes are kept unless an admin adds `?remove_volumes=true`: then
+/// the volumes it mounts that no other stage of the project mounts are removed too (409, and
+/// nothing deleted, while a container still uses one).
 #[utoipa::path(
     delete,
     path = "/api/stages/{id}",
     tag = "stages",
-    params(("id" = i64, Path, description = "the stage's id")),
+    params(("id" = i64, Path, description = "the stage's id"), DeleteParams),
     responses(
         (status = 204, description = "deleted"),
-        (status = 400, body = ErrorBody, description = "the id is not an integer"),
+        (status = 400, body = ErrorBody, description = "the id is not an integer, or a bad `remove_volumes`"),
         (status = 401, body = ErrorBody, description = "not authenticated"),
-        (status = 403, body = ErrorBody, description = "needs the member role"),
+        (status = 403, body = ErrorBody, description = "needs the member role (the admin role to remove volumes)"),
         (status = 404, body = ErrorBody, description = "no such stage"),
-        (status = 409, body = ErrorBody, description = "the stage still has instances"),
+        (status = 409, body = ErrorBody, description = "the stage still has instances, or a volume to remove is in use"),
     ),
     security(("token" = []), ("session" = [])),
 )]
@@ -465,9 +477,30 @@ pub(crate) async fn stage_delete(
     user: Member,
     IdPath(id): IdPath,
     State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<DeleteParams>,
 ) -> WebResult<StatusCode> {
+    let remove_volumes = params.remove_volumes(&user.0)?;
     let not_found = || not_found_as(format!("no stage with id {id}"));
     let stage = state.store.get_stage(id).await.map_err(not_found())?;
+    let mut removed = Vec::new();
+    if remove_volumes {
+        let instances = state
+            .store
+            .list_instances(&InstanceFilter {
+                stage_id: Some(id),
+                ..InstanceFilter::default()
+            })
+            .await?;
+        if !instances.is_empty() {
+            return Err(WebError::conflict(
+                Some("id"),
+                "the stage still has instances; remove its instances first",
+            ));
+        }
+        let project = state.store.get_project(stage.project_id).await?;
+        removed = stage_volumes(&state, &project, &stage).await?;
+        remove_volumes_now(&state, &removed).await?;
+    }
     state.store.delete_stage(id).await.map_err(not_found())?;
     state.refresh_routes().await;
     state.poller.refresh_logged().await;
@@ -478,7 +511,8 @@ pub(crate) async fn stage_delete(
                 .project(stage.project_id)
                 .stage(stage.id)
                 .recorded()
-                .detail("actor", user.user().username.as_str()),
+                .detail("actor", user.user().username.as_str())
+                .detail("volumes_removed", removed),
         )
         .await;
     Ok(StatusCode::NO_CONTENT)

@@ -38,6 +38,7 @@ pub mod page;
 pub mod projects;
 pub mod proxies;
 pub mod settings;
+pub mod stage_form;
 pub mod stages;
 pub mod stale;
 pub mod tokens;

@@ -15,14 +15,14 @@ use serde_json::{Map, Value, json};
 use super::dashboard::{PROJECT_FIELDS, render_dashboard};
 use super::form::{FormData, Forms, api_body, json_text};
 use super::page::{Chrome, Flash, FlashMessage, Nav, PageTemplate, Ui, error_page, render, see_other_with};
-use super::stages::{STAGE_FIELDS, StageFormValues, stage_json};
+use super::stage_form::{STAGE_FIELDS, StageFormValues, stage_json};
 use super::view::InstanceView;
 use crate::domain::instance::{InstanceFilter, InstanceStatus};
 use crate::domain::tag_policy::PolicyMode;
 use crate::web::api;
 use crate::web::auth::{Admin, Member, Viewer};
 use crate::web::error::{WebError, WebResult};
-use crate::web::extract::ApiJson;
+use crate::web::extract::{ApiJson, ApiQuery};
 use crate::web::path::IdPath;
 use crate::web::state::AppState;
 
@@ -261,7 +261,14 @@ pub async fn project_delete_post(
             &format!("/projects/{id}"),
         );
     }
-    match api::projects::project_delete(admin.clone(), IdPath(id), State(state.clone())).await {
+    match api::projects::project_delete(
+        admin.clone(),
+        IdPath(id),
+        State(state.clone()),
+        ApiQuery(Default::default()),
+    )
+    .await
+    {
         Ok(_) => see_other_with("/", Flash::notice("Project deleted.")),
         Err(err) => see_other_with(&format!("/projects/{id}"), Flash::error(err.message)),
     }

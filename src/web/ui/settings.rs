@@ -113,6 +113,11 @@ fn describe(key: &str) -> (&'static str, &'static str, &'static str) {
             "number",
             "How long a deploy's health gate waits. 1 to 3600.",
         ),
+        "allowed_bind_paths" => (
+            "Allowed bind paths",
+            "text",
+            "Host directories stages may bind-mount, separated by commas; blank: none. Never / nor the Docker socket.",
+        ),
         _ => ("", "text", ""),
     }
 }
@@ -121,6 +126,11 @@ fn shown(value: Option<Value>) -> String {
     match value {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s,
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
         Some(other) => other.to_string(),
     }
 }
@@ -177,6 +187,13 @@ pub async fn settings_post(
         let value = match key {
             "stale_scan_interval" | "base_domain" => json_text(form.opt(key)),
             "default_poll_schedule" => Value::from(form.text(key)),
+            "allowed_bind_paths" => Value::from(
+                form.text(key)
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>(),
+            ),
             _ => json_number(&form.text(key)),
         };
         patch.insert(key.to_owned(), value);

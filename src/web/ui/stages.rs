@@ -15,18 +15,19 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
-use super::form::{FormData, Forms, api_body, json_number};
+use super::form::{FormData, Forms, api_body};
 use super::page::{
     ACTION_WAIT, Chrome, Finished, Flash, FlashMessage, Nav, PageTemplate, Ui, error_page, render,
     see_other_with, within,
 };
+use super::stage_form::{STAGE_FIELDS, StageFormValues, stage_json};
 use super::view::{BlockedDigestView, DeploymentView, InstanceView};
 use crate::deploy::rollback_target;
 use crate::domain::instance::{Instance, InstanceFilter};
-use crate::domain::stage::{ContainerSpec, Stage};
 use crate::domain::tag_policy::PolicyMode;
+use crate::domain::workload::project_network_name;
 use crate::web::api;
 use crate::web::api::instances::InstanceLogsParams;
 use crate::web::api::stage_poll::PollDecision;
@@ -40,212 +41,6 @@ use crate::web::state::AppState;
 const DEPLOYMENT_HISTORY: u32 = 25;
 /// How many log lines the page shows.
 const LOG_TAIL: &str = "200";
-
-/// The inputs of the stage forms (new and edit), named like the API's fields so its errors land
-/// next to them.
-pub const STAGE_FIELDS: &[&str] = &[
-    "name",
-    "tag_policy",
-    "schedule",
-    "auto_deploy",
-    "hostname",
-    "max_instances",
-    "min_release_age",
-    "container.port",
-    "container.env",
-    "container.secret_env",
-    "container.command",
-    "container.health_check.path",
-    "container.health_check.expected_status",
-    "container.min_ready_seconds",
-    "container.memory_mb",
-    "container.cpus",
-];
-
-/// What the stage form shows before anything is typed: a stage's values, or the defaults.
-#[derive(Debug, Clone)]
-pub struct StageFormValues {
-    pub name: String,
-    pub tag_policy: String,
-    pub schedule: String,
-    pub auto_deploy: bool,
-    pub hostname: String,
-    pub max_instances: String,
-    pub min_release_age: String,
-    pub port: String,
-    /// `KEY=value` lines.
-    pub env: String,
-    /// The names of the stage's secret variables (their values are never shown).
-    pub secret_env_keys: Vec<String>,
-    /// One argument per line.
-    pub command: String,
-    pub health_path: String,
-    pub health_status: String,
-    pub min_ready_seconds: String,
-    pub memory_mb: String,
-    pub cpus: String,
-}
-
-impl StageFormValues {
-    pub fn defaults() -> Self {
-        let spec = ContainerSpec::default();
-        Self {
-            name: String::new(),
-            tag_policy: String::new(),
-            schedule: String::new(),
-            auto_deploy: true,
-            hostname: String::new(),
-            max_instances: "10".into(),
-            min_release_age: String::new(),
-            port: spec.port.to_string(),
-            env: String::new(),
-            secret_env_keys: Vec::new(),
-            command: String::new(),
-            health_path: String::new(),
-            health_status: "200".into(),
-            min_ready_seconds: spec.min_ready_seconds.to_string(),
-            memory_mb: String::new(),
-            cpus: String::new(),
-        }
-    }
-
-    pub fn of(stage: &Stage) -> Self {
-        let spec = &stage.container;
-        let opt = |v: Option<String>| v.unwrap_or_default();
-        Self {
-            name: stage.name.to_string(),
-            tag_policy: stage.tag_policy.to_string(),
-            schedule: opt(stage.schedule.as_ref().map(ToString::to_string)),
-            auto_deploy: stage.auto_deploy,
-            hostname: opt(stage.hostname.as_ref().map(ToString::to_string)),
-            max_instances: stage.max_instances.to_string(),
-            min_release_age: opt(stage.min_release_age.as_ref().map(ToString::to_string)),
-            port: spec.port.to_string(),
-            env: spec
-                .env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            secret_env_keys: stage.secret_env_keys.clone(),
-            command: spec.command.as_ref().map_or_else(String::new, |c| c.join("\n")),
-            health_path: opt(spec.health_check.as_ref().map(|h| h.path.clone())),
-            health_status: spec
-                .health_check
-                .as_ref()
-                .map_or_else(|| "200".to_owned(), |h| h.expected_status.to_string()),
-            min_ready_seconds: spec.min_ready_seconds.to_string(),
-            memory_mb: opt(spec.memory_mb.map(|m| m.to_string())),
-            cpus: opt(spec.cpus.map(|c| c.to_string())),
-        }
-    }
-}
-
-/// The stage form as the JSON the API reads. A new stage leaves blank inputs out (their
-/// defaults apply); an edit sends `null` for blank nullable ones (clearing them) and the whole
-/// container spec, which a PATCH replaces.
-pub fn stage_json(form: &FormData, patch: bool) -> WebResult<Value> {
-    let mut body = Map::new();
-    body.insert("name".into(), Value::from(form.text("name")));
-    body.insert("tag_policy".into(), Value::from(form.text("tag_policy")));
-    body.insert("auto_deploy".into(), Value::from(form.checked("auto_deploy")));
-    for key in ["schedule", "hostname", "min_release_age"] {
-        match form.opt(key) {
-            Some(value) => {
-                body.insert(key.into(), Value::from(value));
-            }
-            None if patch => {
-                body.insert(key.into(), Value::Null);
-            }
-            None => {}
-        }
-    }
-    if let Some(max) = form.opt("max_instances") {
-        body.insert("max_instances".into(), json_number(&max));
-    }
-
-    let mut container = Map::new();
-    for (key, input) in [
-        ("port", "container.port"),
-        ("min_ready_seconds", "container.min_ready_seconds"),
-    ] {
-        if let Some(raw) = form.opt(input) {
-            container.insert(key.into(), json_number(&raw));
-        }
-    }
-    for (key, input) in [("memory_mb", "container.memory_mb"), ("cpus", "container.cpus")] {
-        container.insert(key.into(), json_number(&form.text(input)));
-    }
-    container.insert(
-        "env".into(),
-        parse_env("container.env", form.get("container.env").unwrap_or(""))?,
-    );
-    // Secrets: the lines set or replace, the ticked boxes remove; the others are kept.
-    let mut secrets = match parse_env(
-        "container.secret_env",
-        form.get("container.secret_env").unwrap_or(""),
-    )? {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    for key in form.all("container.secret_env.remove") {
-        secrets.entry(key.to_owned()).or_insert(Value::Null);
-    }
-    if !secrets.is_empty() {
-        container.insert("secret_env".into(), Value::Object(secrets));
-    }
-    let command: Vec<&str> = form
-        .get("container.command")
-        .unwrap_or("")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    container.insert(
-        "command".into(),
-        if command.is_empty() {
-            Value::Null
-        } else {
-            json!(command)
-        },
-    );
-    container.insert(
-        "health_check".into(),
-        match form.opt("container.health_check.path") {
-            Some(path) => {
-                let mut check = Map::new();
-                check.insert("path".into(), Value::from(path));
-                if let Some(status) = form.opt("container.health_check.expected_status") {
-                    check.insert("expected_status".into(), json_number(&status));
-                }
-                Value::Object(check)
-            }
-            None => Value::Null,
-        },
-    );
-    body.insert("container".into(), Value::Object(container));
-    Ok(Value::Object(body))
-}
-
-/// `KEY=value` lines as a JSON object; blank lines are skipped. An error names the line, never
-/// its text (the lines may be secrets).
-fn parse_env(field: &str, raw: &str) -> WebResult<Value> {
-    let mut env = Map::new();
-    for (n, line) in raw.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            return Err(WebError::validation(
-                field,
-                format!("line {}: write one variable per line as KEY=value", n + 1),
-            ));
-        };
-        env.insert(key.trim().to_owned(), Value::from(value));
-    }
-    Ok(Value::Object(env))
-}
 
 #[derive(Template)]
 #[template(path = "stage.html")]
@@ -290,6 +85,12 @@ pub struct StageInfo {
     pub secret_env_keys: Vec<String>,
     /// Monitor-only stages: the tag the policy selected, when it is not the one running.
     pub update_available: Option<String>,
+    /// The current instance's tag and digest when it was created from an older configuration
+    /// than the stage's (SPEC §3 "Workloads": the stage is out of date).
+    pub config_changed: Option<(String, String)>,
+    /// Mounts as `source → target`, and the networks: the project's own, then the others.
+    pub volumes: Vec<String>,
+    pub networks: Vec<String>,
 }
 
 pub struct LogsView {
@@ -393,6 +194,10 @@ async fn build(
         Some(instance) => Some(read_logs(state, viewer, instance).await),
         None => None,
     };
+    let config_changed = stored
+        .iter()
+        .find(|i| Some(i.id) == stage.current_instance_id && i.config_revision < stage.config_revision)
+        .and_then(|i| Some((i.image_tag.clone(), i.image_digest.clone()?)));
     let current_tag = instances.iter().find(|i| i.is_current).map(|i| i.tag.as_str());
     let update_available = stage
         .available_tag
@@ -438,6 +243,23 @@ async fn build(
             env_keys: stage.container.env.keys().cloned().collect(),
             secret_env_keys: stage.secret_env_keys.clone(),
             update_available,
+            config_changed,
+            volumes: stage
+                .container
+                .volumes
+                .iter()
+                .map(|v| {
+                    let mode = if v.read_only { " (read-only)" } else { "" };
+                    format!("{} → {}{mode}", v.source, v.target)
+                })
+                .collect(),
+            networks: std::iter::once(format!(
+                "{} (as {})",
+                project_network_name(project.name.as_str()),
+                stage.name
+            ))
+            .chain(stage.container.networks.iter().cloned())
+            .collect(),
         },
         instances,
         deployments,
@@ -554,7 +376,14 @@ pub async fn stage_delete_post(
             );
         }
     };
-    match api::stages::stage_delete(member.clone(), IdPath(id), State(state.clone())).await {
+    match api::stages::stage_delete(
+        member.clone(),
+        IdPath(id),
+        State(state.clone()),
+        ApiQuery(Default::default()),
+    )
+    .await
+    {
         Ok(_) => see_other_with(
             &format!("/projects/{project_id}"),
             Flash::notice("Stage deleted."),
@@ -914,41 +743,4 @@ pub fn confirmation_page(
         cancel: cancel.to_owned(),
     };
     render(StatusCode::OK, &page)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_stage_form_becomes_the_apis_json() {
-        let form = FormData::parse(
-            b"name=web&tag_policy=tag%3Av1&auto_deploy=false&auto_deploy=true&schedule=&max_instances=\
-              &container.port=8080&container.env=A%3D1%0D%0A%0D%0AB%3Dx%3Dy&container.command=\
-              &container.health_check.path=%2Fhealth&container.health_check.expected_status=204\
-              &container.min_ready_seconds=&container.memory_mb=&container.cpus=0.5",
-        );
-        let created = stage_json(&form, false).unwrap();
-        assert_eq!(created["auto_deploy"], true);
-        assert!(created.get("schedule").is_none() && created.get("max_instances").is_none());
-        assert_eq!(created["container"]["port"], 8080);
-        assert_eq!(created["container"]["env"], json!({"A": "1", "B": "x=y"}));
-        assert_eq!(created["container"]["command"], Value::Null);
-        assert_eq!(
-            created["container"]["health_check"],
-            json!({"path": "/health", "expected_status": 204})
-        );
-        assert_eq!(created["container"]["cpus"], 0.5);
-        assert!(created["container"].get("min_ready_seconds").is_none());
-        let patched = stage_json(&form, true).unwrap();
-        assert_eq!(patched["schedule"], Value::Null);
-    }
-
-    #[test]
-    fn an_env_line_without_equals_names_the_env_field() {
-        let form = FormData::parse(b"container.env=A%3D1%0ANOPE");
-        let err = stage_json(&form, false).unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("container.env"));
-        assert!(err.message.contains("line 2"), "{}", err.message);
-    }
 }
