@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
     router
         .merge(ui::routes())
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(state.clone(), form_only_pages))
         .layer(axum::Extension(Arc::new(doc)))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -99,6 +100,28 @@ async fn fallback(State(state): State<AppState>, request: Request) -> Response {
         WebError::not_found(format!("There is no page at {}.", parts.uri.path())),
         current.as_ref(),
     )
+}
+
+/// A UI form's address opened with another method (a `GET` from the address bar) gets the
+/// UI's `405` page, which links to the form's page, instead of an empty `405`.
+async fn form_only_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if is_api_path(request.uri().path()) || prefers_json(request.headers()) {
+        return next.run(request).await;
+    }
+    let (uri, headers) = (request.uri().clone(), request.headers().clone());
+    let response = next.run(request).await;
+    if response.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let (mut parts, ()) = axum::http::Request::new(()).into_parts();
+    parts.uri = uri;
+    parts.headers = headers;
+    // Only for the navigation: a caller who is not logged in sees the page without it.
+    let current = auth::CurrentUser::from_request_parts(&mut parts, &state)
+        .await
+        .ok();
+    let allow = response.headers().get(header::ALLOW).cloned();
+    ui::form_only::form_only_page(parts.uri.path(), allow, current.as_ref())
 }
 
 fn is_api_path(path: &str) -> bool {

@@ -43,6 +43,7 @@ mod ui;
 mod ui_browser;
 mod ui_forms;
 mod ui_pages;
+mod ui_state;
 mod webhook;
 mod webhook_ui;
 mod workloads;

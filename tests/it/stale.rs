@@ -106,16 +106,16 @@ impl Drop for LabelledContainers {
 
 /// A test app with one stage on a fresh repository, the tags deployed in order: every tag but
 /// the last ends `stopped` (replaced), the last runs. Returns the instances as they are now.
-struct Deployed {
-    app: TestApp,
-    cleanup: Cleanup,
-    admin: ApiClient,
-    repo: String,
-    stage_id: i64,
-    instances: Vec<Value>,
+pub(crate) struct Deployed {
+    pub(crate) app: TestApp,
+    pub(crate) cleanup: Cleanup,
+    pub(crate) admin: ApiClient,
+    pub(crate) repo: String,
+    pub(crate) stage_id: i64,
+    pub(crate) instances: Vec<Value>,
 }
 
-async fn deployed(tags: &[&str]) -> Deployed {
+pub(crate) async fn deployed(tags: &[&str]) -> Deployed {
     let app = spawn_app().await;
     let mut cleanup = Cleanup::new(&app);
     let repo = unique("dwtest/stale-");
@@ -157,7 +157,7 @@ fn container_id(value: &Value) -> String {
 }
 
 /// Moves the app's clock `days` days and one second forward.
-fn advance_days(app: &TestApp, days: i64) {
+pub(crate) fn advance_days(app: &TestApp, days: i64) {
     app.clock.advance(TimeDelta::days(days) + TimeDelta::seconds(1));
 }
 
@@ -167,7 +167,7 @@ async fn stale_list(client: &ApiClient) -> Value {
     body
 }
 
-async fn scan(client: &ApiClient) -> Value {
+pub(crate) async fn scan(client: &ApiClient) -> Value {
     let (status, body) = client.post("/api/containers/stale/scan", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body

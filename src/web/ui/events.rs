@@ -20,7 +20,19 @@ use crate::web::auth::Viewer;
 use crate::web::error::{WebError, WebResult};
 use crate::web::state::AppState;
 
-const PER_PAGE_CHOICES: [u32; 4] = [50, 100, 200, 500];
+/// The page sizes offered; a size given in the URL that is not among them is offered too, so
+/// the control always shows the size in use.
+const PER_PAGE_CHOICES: [u32; 6] = [10, 20, 50, 100, 200, 500];
+
+/// The page sizes to offer when `in_use` is the one in use, smallest first.
+fn per_page_choices(in_use: u32) -> Vec<u32> {
+    let mut sizes = PER_PAGE_CHOICES.to_vec();
+    if !sizes.contains(&in_use) {
+        sizes.push(in_use);
+        sizes.sort_unstable();
+    }
+    sizes
+}
 
 #[derive(Template)]
 #[template(path = "events.html")]
@@ -196,12 +208,12 @@ async fn build(
                 checked: parsed.project_id == Some(p.id),
             })
             .collect(),
-        per_page_choices: PER_PAGE_CHOICES
-            .iter()
+        per_page_choices: per_page_choices(parsed.per_page)
+            .into_iter()
             .map(|n| Choice {
                 value: n.to_string(),
                 label: n.to_string(),
-                checked: parsed.per_page == *n,
+                checked: parsed.per_page == n,
             })
             .collect(),
         since: raw

@@ -17,11 +17,13 @@
 //!   validation error re-renders the page with the message next to its field ([`form`]);
 //! - destructive actions need `confirm=yes`, which only the second button of a `<details>`
 //!   confirmation sends; a post without it gets a confirmation page instead of the action;
-//! - controls a role cannot use are not rendered, and the handlers enforce the roles anyway.
+//! - controls a role cannot use are not rendered, and the handlers enforce the roles anyway;
+//! - a form's address opened directly answers `405` as a page linking to the form's page.
 //!
 //! # Layout
 //! - [`page`]: the chrome every page shares, rendering, redirects, flash messages, errors.
 //! - [`form`]: reading posted forms and carrying field errors back to the page.
+//! - [`form_only`]: the `405` page for a form's address opened directly.
 //! - [`view`]: display values (times, statuses, digests) built once for templates.
 //! - One file per page: [`login`], [`dashboard`], [`projects`], [`stages`], [`events`],
 //!   [`stale`], [`proxies`], [`notifications`], [`settings`], [`users`], [`tokens`]; [`assets`]
@@ -32,6 +34,7 @@ pub mod dashboard;
 pub mod docs;
 pub mod events;
 pub mod form;
+pub mod form_only;
 pub mod login;
 pub mod notifications;
 pub mod page;

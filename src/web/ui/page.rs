@@ -402,6 +402,9 @@ pub struct ErrorPage {
     pub status: u16,
     pub reason: String,
     pub message: String,
+    /// Where to go from here, and its name (the dashboard, unless a page knows better).
+    pub back_href: String,
+    pub back_label: String,
 }
 
 impl PageTemplate for ErrorPage {
@@ -428,6 +431,8 @@ pub fn error_page(err: WebError, current: Option<&CurrentUser>) -> Response {
         status: err.status.as_u16(),
         reason,
         message,
+        back_href: "/".to_owned(),
+        back_label: "the dashboard".to_owned(),
     };
     let mut response = render(err.status, &page);
     if let Some(secs) = err.retry_after {

@@ -1,8 +1,9 @@
 //! Stale containers, `GET /stale`: the threshold, when the last scan ran, and every stale
 //! instance (project, stage, tag, status, last alive, days stale) with a cleanup button for
 //! members. Admins also get the bulk cleanup, in two steps: `POST /stale/cleanup` without
-//! `confirm=yes` runs the API's dry run and shows what would be removed and skipped; the
-//! confirming button then removes them. Members and viewers never see the bulk control, and the
+//! `confirm=yes` runs the API's dry run and shows what would be removed (project, stage and tag
+//! of each, with a warning on an instance a rollback would bring back) and skipped; the
+//! confirming button then removes them. With nothing stale there is no bulk control. Members and viewers never see the bulk control, and the
 //! API refuses it to them anyway (its handler takes `Admin`).
 //!
 //! Scans and cleanups are the API handlers' ([`crate::web::api::stale`]), so the rules — what
@@ -21,7 +22,9 @@ use super::page::{
     see_other_with, within,
 };
 use super::view::{When, instance_status_class};
-use crate::domain::instance::InstanceStatus;
+use crate::deploy::rollback_target;
+use crate::domain::instance::{InstanceFilter, InstanceStatus};
+use crate::domain::tag_policy::PolicyMode;
 use crate::web::api;
 use crate::web::api::stale::{StaleBulkCleanupParams, StaleListResponse};
 use crate::web::auth::{Admin, CurrentUser, Member, Viewer};
@@ -67,6 +70,25 @@ pub struct StaleRow {
 pub struct BulkPreview {
     pub removed: Vec<i64>,
     pub skipped: Vec<i64>,
+    /// The instances it would remove, as people tell them apart (filled in from the list).
+    pub rows: Vec<PreviewRow>,
+}
+
+/// One instance a bulk cleanup would remove.
+pub struct PreviewRow {
+    pub instance_id: i64,
+    pub project_name: String,
+    pub stage_name: String,
+    pub tag: String,
+    /// The instance a rollback of its stage would bring back now: after the cleanup, a
+    /// rollback brings back an older one, or nothing.
+    pub rollback_target: bool,
+}
+
+impl BulkPreview {
+    pub fn warns(&self) -> bool {
+        self.rows.iter().any(|r| r.rollback_target)
+    }
 }
 
 pub async fn stale_get(
@@ -87,10 +109,51 @@ async fn render_stale(
         Ok(Json(list)) => list,
         Err(err) => return error_page(err, Some(current)),
     };
+    let preview = match preview {
+        Some(preview) => Some(preview_rows(state, &list, preview).await),
+        None => None,
+    };
     let chrome = Chrome::new(current, "Stale containers", Nav::Stale, flash)
         .live(state, "regions")
         .await;
     render(StatusCode::OK, &page(state, chrome, list, preview))
+}
+
+/// Names each instance of a bulk dry run by project, stage and tag, and marks those a
+/// rollback of their (single) stage would bring back now.
+async fn preview_rows(state: &AppState, list: &StaleListResponse, mut preview: BulkPreview) -> BulkPreview {
+    let mut targets = std::collections::HashMap::new();
+    for id in &preview.removed {
+        let Some(item) = list.items.iter().find(|item| item.instance_id == *id) else {
+            continue;
+        };
+        if let std::collections::hash_map::Entry::Vacant(entry) = targets.entry(item.stage_id) {
+            entry.insert(stage_rollback_target(state, item.stage_id).await);
+        }
+        preview.rows.push(PreviewRow {
+            instance_id: item.instance_id,
+            project_name: item.project_name.clone(),
+            stage_name: item.stage_name.clone(),
+            tag: item.image_tag.clone(),
+            rollback_target: targets.get(&item.stage_id).copied().flatten() == Some(item.instance_id),
+        });
+    }
+    preview
+}
+
+/// The instance a rollback of the stage would bring back; none for a per-tag stage (it has
+/// no rollback) or when the store cannot say (the warning is then left out, nothing else).
+async fn stage_rollback_target(state: &AppState, stage_id: i64) -> Option<i64> {
+    let stage = state.store.get_stage(stage_id).await.ok()?;
+    if stage.tag_policy.mode() == PolicyMode::PerTag {
+        return None;
+    }
+    let filter = InstanceFilter {
+        stage_id: Some(stage_id),
+        ..InstanceFilter::default()
+    };
+    let instances = state.store.list_instances(&filter).await.ok()?;
+    rollback_target(stage.current_instance_id, &instances).map(|i| i.id)
 }
 
 fn page(
@@ -234,6 +297,7 @@ pub async fn stale_bulk_cleanup_post(
             let preview = BulkPreview {
                 removed: report.removed,
                 skipped: report.skipped,
+                rows: Vec::new(),
             };
             render_stale(&state, &admin.0, FlashMessage(None), Some(preview)).await
         }

@@ -170,8 +170,11 @@ pub struct InstanceView {
     pub status_class: &'static str,
     /// Since when it has this status.
     pub since: When,
-    /// Whether it serves its stage's traffic now.
+    /// Whether it is its stage's current instance (per-tag: a running one).
     pub is_current: bool,
+    /// Whether it serves its stage's traffic now: current and running. A stopped current
+    /// instance serves nothing, and the page must not say otherwise.
+    pub is_serving: bool,
     pub hostname: Option<String>,
     /// The link to the hostname through the reverse proxy.
     pub href: Option<String>,
@@ -222,6 +225,7 @@ impl InstanceView {
             status_class: instance_status_class(status),
             since: When::new(since, now),
             is_current,
+            is_serving: is_current && status == InstanceStatus::Running,
             href: hostname.as_deref().map(|h| links.href(h)),
             hostname,
             container_name: i.container_name.clone().unwrap_or_default(),
@@ -247,6 +251,8 @@ pub struct DeploymentView {
     pub stage_id: i64,
     pub instance_id: Option<i64>,
     pub tag: String,
+    /// The whole digest, shown on hover; empty when unknown.
+    pub digest: String,
     pub digest_short: String,
     pub trigger: String,
     pub status: String,
@@ -269,6 +275,7 @@ impl DeploymentView {
             stage_id: d.stage_id,
             instance_id: d.instance_id,
             tag: d.image_tag.clone(),
+            digest: d.image_digest.clone().unwrap_or_default(),
             digest_short: short_digest(d.image_digest.as_deref()),
             trigger: d.trigger.to_string(),
             status: d.status.to_string(),

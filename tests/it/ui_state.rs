@@ -1,0 +1,168 @@
+//! State that is never wrong on screen (issue 12, part 5), through the real app over HTTP as a
+//! browser without JavaScript sees it: a form's address opened directly answers `405` as a page
+//! that links to the form's page (the API keeps its own answer); the stale page offers no bulk
+//! control with nothing stale, and its bulk dry run names project, stage and tag of each
+//! instance and warns about the one a rollback would bring back; a stopped current instance
+//! loses its "serving" badge; deployment digests are shortened with the whole value on hover;
+//! the event log's per-page control shows the size in use and offers small sizes.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{ADMIN_PASSWORD, spawn_app};
+use crate::stale::{advance_days, deployed, scan};
+use crate::ui::UiSession;
+
+#[tokio::test]
+async fn a_forms_address_opened_directly_is_a_405_page_leading_to_the_form() {
+    let app = spawn_app().await;
+    let session = UiSession::logged_in(&app, "admin", ADMIN_PASSWORD).await;
+    for (path, back) in [
+        ("/stages/5/edit", "href=\"/stages/5\""),
+        ("/projects/3/delete", "href=\"/projects/3\""),
+        ("/instances/7/stop", "href=\"/\""),
+        ("/stale/cleanup", "href=\"/stale\""),
+        ("/settings/webhook/rotate", "href=\"/settings\""),
+        ("/logout", "href=\"/\""),
+    ] {
+        let page = session.get(path).await;
+        assert_eq!(page.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(page.headers["allow"], "POST", "{path}");
+        assert!(
+            page.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        page.assert_has("405 Method Not Allowed");
+        page.assert_has("is where a form sends what you submit");
+        page.assert_has(&format!("<a {back} id=\"error-back\">"));
+        page.assert_has("action=\"/logout\"");
+    }
+    // A stranger gets the page too (without the navigation); the API keeps its own answer.
+    let stranger = reqwest::Client::new();
+    let response = stranger.get(app.url("/stages/5/deploy")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("href=\"/stages/5\""), "{body}");
+    assert!(!body.contains("action=\"/logout\""), "{body}");
+    let response = stranger
+        .get(app.url("/api/stages/5/deploy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        !response.text().await.unwrap().contains("<html"),
+        "the API answers no page"
+    );
+    // Pages themselves are untouched.
+    assert_eq!(session.get("/stale").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bulk_dry_run_names_each_instance_warns_about_the_rollback_target_and_a_stopped_instance_serves_nothing()
+ {
+    let d = deployed(&["v1", "v2", "v3"]).await;
+    let (v1, v2, v3) = (
+        d.instances[0]["id"].as_i64().unwrap(),
+        d.instances[1]["id"].as_i64().unwrap(),
+        d.instances[2]["id"].as_i64().unwrap(),
+    );
+    let session = UiSession::logged_in(&d.app, "admin", ADMIN_PASSWORD).await;
+
+    // Nothing stale yet: no bulk control.
+    let stale = session.get("/stale").await;
+    stale.assert_has("Nothing is stale.");
+    stale.assert_lacks("id=\"bulk-cleanup\"");
+    stale.assert_lacks("bulk-preview-button");
+
+    advance_days(&d.app, 8);
+    scan(&d.admin).await;
+    // Eight days later the session has expired: log in again.
+    let session = UiSession::logged_in(&d.app, "admin", ADMIN_PASSWORD).await;
+    let stale = session.get("/stale").await;
+    stale.assert_has("id=\"bulk-cleanup\"");
+    let preview = session.submit("/stale/cleanup", &[]).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    let (_, stage) = d.admin.get(&format!("/api/stages/{}", d.stage_id)).await;
+    let (_, project) = d
+        .admin
+        .get(&format!("/api/projects/{}", stage["project_id"]))
+        .await;
+    let (project, stage) = (project["name"].as_str().unwrap(), stage["name"].as_str().unwrap());
+    for (id, tag) in [(v1, "v1"), (v2, "v2")] {
+        preview.assert_has(&format!(
+            "<li data-preview-instance=\"{id}\">#{id} · {project} / {stage} · tag <span class=\"tag\">{tag}</span>"
+        ));
+    }
+    preview.assert_lacks(&format!("data-preview-instance=\"{v3}\""));
+    // v2 is what a rollback brings back now; v1 is not.
+    let item = |id: i64| {
+        let start = preview
+            .body
+            .find(&format!("data-preview-instance=\"{id}\""))
+            .unwrap();
+        let end = preview.body[start..].find("</li>").unwrap() + start;
+        preview.body[start..end].to_owned()
+    };
+    assert!(item(v2).contains("data-rollback-target"), "{}", item(v2));
+    assert!(!item(v1).contains("data-rollback-target"), "{}", item(v1));
+    preview.assert_has("role=\"alert\">Removing a rollback target");
+    let (_, still) = d.admin.get(&format!("/api/instances/{v1}")).await;
+    assert_eq!(still["status"], "stopped", "a dry run removes nothing");
+
+    // The serving badge follows the instance, not the stage's pointer to it.
+    let stage_page = format!("/stages/{}", d.stage_id);
+    let page = session.get(&stage_page).await;
+    page.assert_has(&format!(
+        "{v3} <span class=\"badge ok\" data-serving>serving</span>"
+    ));
+    let digest = d.instances[2]["image_digest"].as_str().unwrap();
+    page.assert_has(&format!("<code title=\"{digest}\">"));
+    page.assert_lacks(&format!(">{digest}<"));
+    let (status, body) = d
+        .admin
+        .post(&format!("/api/instances/{v3}/stop"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let page = session.get(&stage_page).await;
+    page.assert_lacks("data-serving");
+    page.assert_has(&format!("{v3} <span class=\"badge idle\""));
+    page.assert_has("current, stopped");
+    d.app.stop().await;
+}
+
+#[tokio::test]
+async fn the_per_page_control_shows_the_size_in_use_and_offers_small_sizes() {
+    let app = spawn_app().await;
+    let session = UiSession::logged_in(&app, "admin", ADMIN_PASSWORD).await;
+    let options = |body: &str| -> Vec<(String, bool)> {
+        let start = body.find("id=\"filter-per-page\"").expect("the control");
+        let end = body[start..].find("</select>").unwrap() + start;
+        body[start..end]
+            .split("<option value=\"")
+            .skip(1)
+            .map(|o| {
+                let value = o[..o.find('"').unwrap()].to_owned();
+                (value, o.contains(" selected"))
+            })
+            .collect()
+    };
+    let page = session.get("/events").await;
+    let default = options(&page.body);
+    let values: Vec<&str> = default.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(values, vec!["10", "20", "50", "100", "200", "500"]);
+    assert_eq!(
+        default.iter().filter(|(_, s)| *s).collect::<Vec<_>>(),
+        vec![&("50".to_owned(), true)],
+        "the default size is the one shown"
+    );
+    let page = session.get("/events?per_page=10").await;
+    assert!(options(&page.body).contains(&("10".to_owned(), true)));
+    let page = session.get("/events?per_page=37").await;
+    let odd = options(&page.body);
+    assert!(odd.contains(&("37".to_owned(), true)), "{odd:?}");
+    assert_eq!(odd.iter().filter(|(_, s)| *s).count(), 1);
+}
