@@ -180,9 +180,46 @@
     return a;
   }
 
+  // Names of projects and stages, for rows arriving live: the project filter's options and the
+  // table's data-stage-names know those that existed when the page was rendered; one created
+  // since is asked of the API once, and its link shows "#id" until the answer comes.
+  var names = { projects: {}, stages: null };
+
+  function stageNames() {
+    if (names.stages === null) {
+      var table = document.getElementById("event-table");
+      try {
+        names.stages = JSON.parse((table && table.getAttribute("data-stage-names")) || "{}");
+      } catch (e) {
+        names.stages = {};
+      }
+    }
+    return names.stages;
+  }
+
   function projectName(id) {
     var option = document.querySelector('#filter-project option[value="' + id + '"]');
-    return option ? option.textContent : "#" + id;
+    return option ? option.textContent : names.projects[id];
+  }
+
+  function stageName(id) {
+    return stageNames()[id];
+  }
+
+  function nameLink(kind, id, known) {
+    var a = link("/" + kind + "/" + id, known || "#" + id);
+    if (!known) {
+      fetch("/api/" + kind + "/" + id, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (resource) {
+          if (resource && resource.name) {
+            (kind === "stages" ? stageNames() : names.projects)[id] = resource.name;
+            a.textContent = resource.name;
+          }
+        })
+        .catch(function () {});
+    }
+    return a;
   }
 
   function detailsText(details) {
@@ -231,8 +268,8 @@
     cell(row, severity);
     cell(row, event.source);
     cell(row, event.message).className = "message";
-    cell(row, event.project_id ? link("/projects/" + event.project_id, projectName(event.project_id)) : null);
-    cell(row, event.stage_id ? link("/stages/" + event.stage_id, "#" + event.stage_id) : null);
+    cell(row, event.project_id ? nameLink("projects", event.project_id, projectName(event.project_id)) : null);
+    cell(row, event.stage_id ? nameLink("stages", event.stage_id, stageName(event.stage_id)) : null);
     cell(row, event.instance_id);
     var details = document.createElement("small");
     details.textContent = detailsText(event.details || {});

@@ -1,6 +1,7 @@
 //! The web UI in a real headless Chromium ([`crate::browser`]) against real containers:
 //! logging in, the deployed stage on the dashboard, a deploy from the stage page whose status
-//! changes without a reload, filtering the event log and a `warn` event arriving live, cleaning
+//! changes without a reload, filtering the event log and a `warn` event arriving live (naming
+//! its project and stage as rendered rows do, also a stage made after the page), cleaning
 //! up a stale instance, what members and viewers do not see, and a form error next to its
 //! field. `screenshots_of_the_main_pages…` renders a realistic installation and keeps its
 //! pictures (in `docs/screenshots/` when `DW_UPDATE_SCREENSHOTS=1`).
@@ -148,6 +149,98 @@ async fn the_event_log_filters_by_severity_and_a_new_warn_event_arrives_live() {
             !messages.iter().any(|m| m == "ui-test info live"),
             "filtered out: {messages:?}"
         );
+        b.assert_not_reloaded().await;
+    })
+    .await;
+    app.stop().await;
+}
+
+/// The project and stage cells of the event row with `message`, once its stage cell shows
+/// `stage` (other events, such as the poller's, arrive in between).
+async fn names_in_row(b: &Browser, message: &str, stage: &str) -> Vec<String> {
+    let script = format!(
+        "const row = Array.from(document.querySelectorAll('#event-rows tr')).find(r => {{ const m = r.querySelector('td.message'); return m && m.textContent === {message:?}; }}); \
+         return row ? Array.from(row.querySelectorAll('td')).slice(4, 6).map(td => td.textContent) : null;"
+    );
+    let cells = || async {
+        b.eval(&script)
+            .await
+            .as_array()
+            .map(|cells| {
+                cells
+                    .iter()
+                    .map(|c| c.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    b.wait_until(&format!("the row {message:?} naming stage {stage:?}"), || async {
+        let names: Vec<String> = cells().await;
+        names.get(1).is_some_and(|s| s == stage)
+    })
+    .await;
+    cells().await
+}
+
+#[tokio::test]
+async fn rows_arriving_live_name_their_project_and_stage_as_rendered_rows_do() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let project = unique("live-names");
+    let (status, created) = admin
+        .post("/api/projects", json!({"name": project, "image": "nginx"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let project_id = created["id"].as_i64().unwrap();
+    let stage = |name: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let (status, created) = admin
+                .post(
+                    &format!("/api/projects/{project_id}/stages"),
+                    json!({"name": name, "tag_policy": "tag:v1", "auto_deploy": false}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{created}");
+            created["id"].as_i64().unwrap()
+        }
+    };
+    let first = stage("before").await;
+    let bus = app.app().state().bus.clone();
+    bus.publish(
+        NewEvent::warn(Source::Api, "ui-test rendered row")
+            .project(project_id)
+            .stage(first),
+    )
+    .await;
+    let late_stage = stage;
+    with_browser(&app.base_url, "event_log_live_names", |b| async move {
+        b.goto("/events").await;
+        b.login("admin", ADMIN_PASSWORD).await;
+        let rendered = names_in_row(&b, "ui-test rendered row", "before").await;
+        assert_eq!(rendered, [project.clone(), "before".to_owned()]);
+
+        b.wait_live().await;
+        b.mark_page().await;
+        bus.publish(
+            NewEvent::warn(Source::Api, "ui-test live row")
+                .project(project_id)
+                .stage(first),
+        )
+        .await;
+        let live = names_in_row(&b, "ui-test live row", "before").await;
+        assert_eq!(live, rendered, "the same names as a rendered row");
+
+        // A stage made after the page was rendered is named too, once the API has said it.
+        let second = late_stage("after").await;
+        bus.publish(
+            NewEvent::warn(Source::Api, "ui-test later stage")
+                .project(project_id)
+                .stage(second),
+        )
+        .await;
+        let later = names_in_row(&b, "ui-test later stage", "after").await;
+        assert_eq!(later, [project.clone(), "after".to_owned()]);
         b.assert_not_reloaded().await;
     })
     .await;

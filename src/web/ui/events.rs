@@ -56,6 +56,9 @@ pub struct EventsPage {
     pub live_severity: String,
     pub live_source: String,
     pub live_project: String,
+    /// Every stage's name by id, as a JSON object, so rows arriving live name their stage as
+    /// rendered rows do (project names come from the project filter's options).
+    pub live_stage_names: String,
 }
 
 impl PageTemplate for EventsPage {
@@ -234,6 +237,7 @@ async fn build(
         live_severity: joined(parsed.severities.iter().map(|s| s.as_str()).collect()),
         live_source: joined(parsed.sources.iter().map(|s| s.as_str()).collect()),
         live_project: parsed.project_id.map_or_else(String::new, |p| p.to_string()),
+        live_stage_names: serde_json::to_string(&stage_names).unwrap_or_default(),
     };
     Ok((status, page_view))
 }
