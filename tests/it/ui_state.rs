@@ -4,13 +4,17 @@
 //! control with nothing stale, and its bulk dry run names project, stage and tag of each
 //! instance and warns about the one a rollback would bring back; a stopped current instance
 //! loses its "serving" badge; deployment digests are shortened with the whole value on hover;
-//! the event log's per-page control shows the size in use and offers small sizes.
+//! the event log's per-page control shows the size in use and offers small sizes; an instance
+//! whose deploy failed (its container ran, but it never served) is not "never ran" on the
+//! stale page.
 
 use reqwest::StatusCode;
 use serde_json::json;
 
+use crate::deploy::{Cleanup, Variant, create_project, create_stage, deploy, push_image};
 use crate::helpers::{ADMIN_PASSWORD, spawn_app};
 use crate::stale::{advance_days, deployed, scan};
+use crate::testenv::unique;
 use crate::ui::UiSession;
 
 #[tokio::test]
@@ -165,4 +169,35 @@ async fn the_per_page_control_shows_the_size_in_use_and_offers_small_sizes() {
     let odd = options(&page.body);
     assert!(odd.contains(&("37".to_owned(), true)), "{odd:?}");
     assert_eq!(odd.iter().filter(|(_, s)| *s).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_whose_deploy_failed_is_never_called_never_ran_on_the_stale_page() {
+    let app = spawn_app().await;
+    let mut cleanup = Cleanup::new(&app);
+    let repo = unique("dwtest/ui-never-");
+    cleanup.repo(&repo);
+    let admin = app.admin().await;
+    push_image(&repo, "v1", Variant::Exit1, "starts and exits").await;
+    let project_id = create_project(&admin, &repo).await;
+    let stage_id = create_stage(&admin, project_id, "tag:v1", json!({})).await;
+    let (status, deployment) = deploy(&admin, stage_id, json!({"tag": "v1"})).await;
+    assert_eq!(deployment["status"], "failed", "{status} {deployment}");
+    let instance = deployment["instance_id"].as_i64().unwrap();
+    advance_days(&app, 8);
+    let list = scan(&admin).await;
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["instance_id"] == instance),
+        "{list}"
+    );
+    let session = UiSession::logged_in(&app, "admin", ADMIN_PASSWORD).await;
+    let page = session.get("/stale").await;
+    page.assert_has(&format!("data-instance-id=\"{instance}\""));
+    page.assert_has("data-never-served");
+    page.assert_lacks("never ran");
+    app.stop().await;
 }
