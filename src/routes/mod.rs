@@ -214,6 +214,17 @@ pub fn stage_hostname(stage: &Stage, project_name: &str, base_domain: Option<&Ho
     base_domain.map(|base| format!("{}.{}.{}", stage.name.as_str(), project_name, base.as_str()))
 }
 
+/// What a per-tag stage's instances are named, for people: `{tag}.{stage}.{project}.{base_domain}`
+/// (each instance has its tag's slug in place of `{tag}`); none without a base domain, when
+/// per-tag instances get no hostname. The stage's own name (`stage_hostname`) answers nothing.
+pub fn per_tag_hostname_pattern(
+    stage: &Stage,
+    project_name: &str,
+    base_domain: Option<&Hostname>,
+) -> Option<String> {
+    base_domain.map(|base| format!("{{tag}}.{}.{project_name}.{}", stage.name.as_str(), base.as_str()))
+}
+
 /// Builds a table from the store: current running instances of single stages, running per-tag
 /// instances with a hostname, and enabled standalone proxies.
 pub async fn build_routes(store: &Store, settings: &LiveSettings) -> StoreResult<Routes> {

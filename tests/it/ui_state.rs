@@ -6,7 +6,7 @@
 //! loses its "serving" badge; deployment digests are shortened with the whole value on hover;
 //! the event log's per-page control shows the size in use and offers small sizes; an instance
 //! whose deploy failed (its container ran, but it never served) is not "never ran" on the
-//! stale page.
+//! stale page; a per-tag stage shows the pattern of its hostnames, not a name that answers 404.
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -200,4 +200,49 @@ async fn an_instance_whose_deploy_failed_is_never_called_never_ran_on_the_stale_
     page.assert_has("data-never-served");
     page.assert_lacks("never ran");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_per_tag_stage_shows_the_pattern_of_its_hostnames_not_a_name_that_answers_404() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let (status, _) = admin
+        .patch("/api/settings", json!({"base_domain": "apps.example.test"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let project = unique("pt");
+    let (_, created) = admin
+        .post("/api/projects", json!({"name": project, "image": "nginx"}))
+        .await;
+    let project_id = created["id"].as_i64().unwrap();
+    let stage = |name: &'static str, policy: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let (status, created) = admin
+                .post(
+                    &format!("/api/projects/{project_id}/stages"),
+                    json!({"name": name, "tag_policy": policy, "auto_deploy": false}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{created}");
+            created["id"].as_i64().unwrap()
+        }
+    };
+    let previews = stage("previews", "glob:pr-*").await;
+    let prod = stage("prod", "tag:v1").await;
+    let session = UiSession::logged_in(&app, "admin", ADMIN_PASSWORD).await;
+
+    let pattern = format!("{{tag}}.previews.{project}.apps.example.test");
+    let page = session.get(&format!("/stages/{previews}")).await;
+    page.assert_has(&format!("<dd id=\"stage-hostname\"><code>{pattern}</code>"));
+    page.assert_lacks(&format!("previews.{project}.apps.example.test\""));
+    // A single stage keeps its one hostname, linked through the proxy.
+    let page = session.get(&format!("/stages/{prod}")).await;
+    page.assert_has(&format!(
+        "<dd id=\"stage-hostname\"><a href=\"http://prod.{project}.apps.example.test"
+    ));
+    // The project page lists both the same way.
+    let page = session.get(&format!("/projects/{project_id}")).await;
+    page.assert_has(&format!("<code title=\"one hostname per tag\">{pattern}</code>"));
+    page.assert_has(&format!(">prod.{project}.apps.example.test</a>"));
 }

@@ -59,7 +59,8 @@ pub struct ProjectStageRow {
     pub schedule: String,
     pub auto_deploy: bool,
     pub hostname: String,
-    /// The hostname's link through the reverse proxy; none without a hostname.
+    /// The hostname's link through the reverse proxy; none without a hostname, and none for a
+    /// per-tag stage, whose `hostname` is its instances' pattern.
     pub hostname_href: Option<String>,
     pub instances: Vec<InstanceView>,
 }
@@ -124,8 +125,21 @@ async fn build(
                     .as_ref()
                     .map_or_else(|| "default".to_owned(), ToString::to_string),
                 auto_deploy: stage.auto_deploy,
-                hostname: hostname.clone().unwrap_or_default(),
-                hostname_href: hostname.as_deref().map(|h| state.proxy_links.href(h)),
+                // A per-tag stage's own name answers nothing: show its instances' pattern.
+                hostname: if per_tag {
+                    crate::routes::per_tag_hostname_pattern(
+                        stage,
+                        project.name.as_str(),
+                        base_domain.as_ref(),
+                    )
+                    .unwrap_or_default()
+                } else {
+                    hostname.clone().unwrap_or_default()
+                },
+                hostname_href: hostname
+                    .as_deref()
+                    .filter(|_| !per_tag)
+                    .map(|h| state.proxy_links.href(h)),
                 instances: instances
                     .iter()
                     .filter(|i| i.stage_id == stage.id)

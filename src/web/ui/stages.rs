@@ -74,7 +74,8 @@ pub struct StageInfo {
     pub schedule: String,
     pub auto_deploy: bool,
     pub hostname: String,
-    /// The hostname's link through the reverse proxy; none without a hostname.
+    /// The hostname's link through the reverse proxy; none without a hostname, and none for
+    /// a per-tag stage, whose `hostname` is the pattern of its instances' names.
     pub hostname_href: Option<String>,
     pub max_instances: u32,
     pub min_release_age: String,
@@ -228,8 +229,22 @@ async fn build(
                 ToString::to_string,
             ),
             auto_deploy: stage.auto_deploy,
-            hostname_href: hostname.as_deref().map(|h| state.proxy_links.href(h)),
-            hostname: hostname.unwrap_or_default(),
+            hostname_href: hostname
+                .as_deref()
+                .filter(|_| !per_tag)
+                .map(|h| state.proxy_links.href(h)),
+            // A per-tag stage's own name answers nothing: each instance has
+            // `{tag}.{stage}.{project}.{base_domain}`, so the header shows that pattern.
+            hostname: if per_tag {
+                crate::routes::per_tag_hostname_pattern(
+                    &stage,
+                    project.name.as_str(),
+                    state.settings.current().base_domain.as_ref(),
+                )
+                .unwrap_or_default()
+            } else {
+                hostname.unwrap_or_default()
+            },
             max_instances: stage.max_instances,
             min_release_age: stage
                 .min_release_age
