@@ -156,6 +156,7 @@ impl App {
         // recovers deploys a crash interrupted and reconciles every instance first. An engine
         // that is down does not hold up the start — the first attempt failing is enough; sync
         // recovers when the engine comes back.
+        let (lost, lost_instances) = tokio::sync::mpsc::unbounded_channel();
         let sync = crate::sync::start(
             crate::sync::SyncDeps {
                 engine: engine.clone(),
@@ -165,10 +166,17 @@ impl App {
                 clock: clock.clone(),
                 metrics: metrics.clone(),
                 installation_id: installation_id.clone(),
+                lost,
             },
             &tasks,
             shutdown.clone(),
         );
+        tasks.spawn(heal_lost_instances(
+            deployer.clone(),
+            lost_instances,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
         if tokio::time::timeout(FIRST_SYNC_TIMEOUT, sync.wait_first_attempt())
             .await
             .is_err()
@@ -347,6 +355,35 @@ impl App {
 /// Binds the reverse proxy's listeners — plain HTTP, and HTTPS when certificates are configured
 /// (their files are loaded here, so a bad one stops the start naming it) — and serves them under
 /// the app's shutdown token. Returns the bound addresses.
+/// Hands every instance the Docker sync reports lost to the deploy workflow, which heals its
+/// stage when it was serving (`deploy::heal`). Each heal runs on its own: one stage's slow
+/// health gate does not hold up another's.
+async fn heal_lost_instances(
+    deployer: Deployer,
+    mut lost: tokio::sync::mpsc::UnboundedReceiver<crate::sync::LostInstance>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => return,
+            next = lost.recv() => next,
+        };
+        let Some(instance) = next else { return };
+        let deployer = deployer.clone();
+        tasks.spawn(async move {
+            if let Err(e) = deployer.heal(instance.stage_id, instance.instance_id).await {
+                tracing::error!(
+                    error = %e,
+                    stage_id = instance.stage_id,
+                    instance_id = instance.instance_id,
+                    "healing the stage failed"
+                );
+            }
+        });
+    }
+}
+
 async fn spawn_proxy(
     config: &Config,
     routes: &RouteTable,

@@ -30,6 +30,7 @@
 //! - `retire`: taking old instances out of service (drain, stop), and `max_instances`;
 //! - `per_tag_sync`: bringing a per-tag stage in line with the registry;
 //! - `rollback`: bringing back the previous instance;
+//! - `heal`: a stage bringing itself back after its serving container was removed outside;
 //! - `instance_actions`: stop, start, restart and remove of one instance;
 //! - `error`: [`DeployError`] and its reasons;
 //! - `lock`: the per-stage lock with "latest target wins";
@@ -38,6 +39,7 @@
 
 mod attempt;
 mod error;
+mod heal;
 mod health;
 mod instance_actions;
 mod lock;
@@ -49,6 +51,7 @@ mod rollback;
 mod tests;
 
 pub use self::error::{ConflictReason, DeployError, DeployResult, DockerContext, Missing};
+pub use self::heal::HealOutcome;
 pub use self::rollback::rollback_target;
 
 use std::sync::Arc;

@@ -10,6 +10,8 @@ use super::{ConflictReason, DeployOutcome, DeployResult, Deployer, DockerContext
 use crate::docker::DockerError;
 use crate::domain::image_ref::Digest;
 use crate::domain::instance::{Instance, InstanceStatus, Trigger};
+use crate::domain::project::Project;
+use crate::domain::stage::Stage;
 use crate::domain::tag_policy::PolicyMode;
 
 /// The instance a rollback brings back, among a single stage's instances as the store lists
@@ -45,133 +47,139 @@ impl Deployer {
                 }
                 .into());
             }
-            let instances = self.stage_instances(stage.id).await?;
-            let candidate = rollback_target(stage.current_instance_id, &instances);
-            let Some(candidate) = candidate.cloned() else {
-                return Err(ConflictReason::NothingToRollBack {
-                    stage: stage.name.to_string(),
-                }
-                .into());
-            };
-            let digest = candidate
-                .image_digest
-                .as_deref()
-                .map(Digest::parse)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("instance {} has a bad digest: {e}", candidate.id))?
-                .ok_or_else(|| anyhow::anyhow!("instance {} has no digest", candidate.id))?;
-            let olds = self.predecessors(&stage, &candidate.image_tag).await?;
-            let container = match &candidate.container_id {
-                Some(id) => match self.deps().engine.inspect(id).await {
-                    Ok(_) => Some(id.clone()),
-                    Err(DockerError::NotFound) => None,
-                    Err(e) => return Err(e).docker("inspecting the earlier instance's container"),
-                },
-                None => None,
-            };
-            let Some(container_id) = container else {
-                // Gone from Docker: recreate it from its digest as a new instance. A stale
-                // cleanup that claimed the earlier instance meanwhile keeps it (`removing`): the
-                // rollback does not need its row.
-                if candidate.status != InstanceStatus::Missing {
-                    self.deps()
-                        .store
-                        .update_instance_status_if(
-                            candidate.id,
-                            candidate.status,
-                            InstanceStatus::Missing,
-                            None,
-                            self.now(),
-                        )
-                        .await
-                        .context("marking the earlier instance missing")?;
-                }
-                return self
-                    .deploy_locked(
-                        &stage,
-                        &project,
-                        &candidate.image_tag,
-                        &digest,
-                        Trigger::Rollback,
-                        actor.as_deref(),
-                    )
-                    .await;
-            };
-            // Claim the earlier instance before its container is touched, from the status it was
-            // chosen with: a stale cleanup may have claimed it (`removing`) since, and then it is
-            // the cleanup's. `deploying` is a status neither the cleanup nor the Docker sync
-            // touches.
-            let claimed = self
-                .deps()
-                .store
-                .update_instance_status_if(
-                    candidate.id,
-                    candidate.status,
-                    InstanceStatus::Deploying,
-                    None,
-                    self.now(),
-                )
-                .await;
-            self.written(candidate.id, claimed, "marking the instance deploying")
-                .await?;
-            let deployment = match self
-                .deps()
-                .store
-                .insert_deployment(
-                    stage.id,
-                    Some(candidate.id),
-                    &candidate.image_tag,
-                    Some(digest.as_str()),
-                    Trigger::Rollback,
-                    actor.as_deref(),
-                    self.now(),
-                )
+            self.bring_back_previous(&stage, &project, Trigger::Rollback, actor.as_deref())
                 .await
-            {
-                Ok(deployment) => deployment,
-                Err(e) => {
-                    if let Err(e) = self
-                        .deps()
-                        .store
-                        .update_instance_status_if(
-                            candidate.id,
-                            InstanceStatus::Deploying,
-                            candidate.status,
-                            None,
-                            self.now(),
-                        )
-                        .await
-                    {
-                        tracing::error!(error = %e, "could not put the previous status back");
-                    }
-                    return Err(anyhow::Error::from(e).context("recording the deployment").into());
-                }
-            };
-            let mut attempt = Attempt {
-                stage: stage.clone(),
-                project: project.clone(),
-                tag: candidate.image_tag.clone(),
-                digest,
-                trigger: Trigger::Rollback,
-                deployment,
-                instance_id: candidate.id,
-                container_id: Some(container_id.clone()),
-                host_port: None,
-                started: tokio::time::Instant::now(),
-            };
-            let name = candidate
-                .container_name
-                .clone()
-                .unwrap_or_else(|| container_name(&project, &stage, candidate.id));
-            let started = self
-                .start_and_record(&mut attempt, &container_id, &name, false)
-                .await;
-            if let Err(e) = started {
-                return self.fail(attempt, format!("{e:#}")).await;
-            }
-            self.gate_and_switch(attempt, olds).await
         }
         .instrument(span)
         .await
+    }
+
+    /// Brings back the previous successful instance of a single stage, with the stage's lock
+    /// held: what a rollback does, also the fallback of a stage healing itself.
+    pub(super) async fn bring_back_previous(
+        &self,
+        stage: &Stage,
+        project: &Project,
+        trigger: Trigger,
+        actor: Option<&str>,
+    ) -> DeployResult<DeployOutcome> {
+        let instances = self.stage_instances(stage.id).await?;
+        let candidate = rollback_target(stage.current_instance_id, &instances);
+        let Some(candidate) = candidate.cloned() else {
+            return Err(ConflictReason::NothingToRollBack {
+                stage: stage.name.to_string(),
+            }
+            .into());
+        };
+        let digest = candidate
+            .image_digest
+            .as_deref()
+            .map(Digest::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("instance {} has a bad digest: {e}", candidate.id))?
+            .ok_or_else(|| anyhow::anyhow!("instance {} has no digest", candidate.id))?;
+        let olds = self.predecessors(stage, &candidate.image_tag).await?;
+        let container = match &candidate.container_id {
+            Some(id) => match self.deps().engine.inspect(id).await {
+                Ok(_) => Some(id.clone()),
+                Err(DockerError::NotFound) => None,
+                Err(e) => return Err(e).docker("inspecting the earlier instance's container"),
+            },
+            None => None,
+        };
+        let Some(container_id) = container else {
+            // Gone from Docker: recreate it from its digest as a new instance. A stale
+            // cleanup that claimed the earlier instance meanwhile keeps it (`removing`): the
+            // rollback does not need its row.
+            if candidate.status != InstanceStatus::Missing {
+                self.deps()
+                    .store
+                    .update_instance_status_if(
+                        candidate.id,
+                        candidate.status,
+                        InstanceStatus::Missing,
+                        None,
+                        self.now(),
+                    )
+                    .await
+                    .context("marking the earlier instance missing")?;
+            }
+            return self
+                .deploy_locked(stage, project, &candidate.image_tag, &digest, trigger, actor)
+                .await;
+        };
+        // Claim the earlier instance before its container is touched, from the status it was
+        // chosen with: a stale cleanup may have claimed it (`removing`) since, and then it is
+        // the cleanup's. `deploying` is a status neither the cleanup nor the Docker sync
+        // touches.
+        let claimed = self
+            .deps()
+            .store
+            .update_instance_status_if(
+                candidate.id,
+                candidate.status,
+                InstanceStatus::Deploying,
+                None,
+                self.now(),
+            )
+            .await;
+        self.written(candidate.id, claimed, "marking the instance deploying")
+            .await?;
+        let deployment = match self
+            .deps()
+            .store
+            .insert_deployment(
+                stage.id,
+                Some(candidate.id),
+                &candidate.image_tag,
+                Some(digest.as_str()),
+                trigger,
+                actor,
+                self.now(),
+            )
+            .await
+        {
+            Ok(deployment) => deployment,
+            Err(e) => {
+                if let Err(e) = self
+                    .deps()
+                    .store
+                    .update_instance_status_if(
+                        candidate.id,
+                        InstanceStatus::Deploying,
+                        candidate.status,
+                        None,
+                        self.now(),
+                    )
+                    .await
+                {
+                    tracing::error!(error = %e, "could not put the previous status back");
+                }
+                return Err(anyhow::Error::from(e).context("recording the deployment").into());
+            }
+        };
+        let mut attempt = Attempt {
+            stage: stage.clone(),
+            project: project.clone(),
+            tag: candidate.image_tag.clone(),
+            digest,
+            trigger,
+            deployment,
+            instance_id: candidate.id,
+            container_id: Some(container_id.clone()),
+            host_port: None,
+            started: tokio::time::Instant::now(),
+        };
+        let name = candidate
+            .container_name
+            .clone()
+            .unwrap_or_else(|| container_name(project, stage, candidate.id));
+        let started = self
+            .start_and_record(&mut attempt, &container_id, &name, false)
+            .await;
+        if let Err(e) = started {
+            return self.fail(attempt, format!("{e:#}")).await;
+        }
+        self.gate_and_switch(attempt, olds).await
     }
 }

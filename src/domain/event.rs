@@ -124,13 +124,16 @@ pub enum EventKind {
     RegistryRecovered,
     DockerUnavailable,
     DockerRecovered,
+    /// A stage brought itself back after its current container was removed outside
+    /// docker-watcher (or tried to, and says why it could not).
+    StageHealed,
 }
 
 impl EventKind {
     /// The `details` key that carries the kind.
     pub const DETAIL_KEY: &'static str = "kind";
 
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         Self::DeploySucceeded,
         Self::DeployFailed,
         Self::Rollback,
@@ -141,6 +144,7 @@ impl EventKind {
         Self::RegistryRecovered,
         Self::DockerUnavailable,
         Self::DockerRecovered,
+        Self::StageHealed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -155,6 +159,7 @@ impl EventKind {
             Self::RegistryRecovered => "registry_recovered",
             Self::DockerUnavailable => "docker_unavailable",
             Self::DockerRecovered => "docker_recovered",
+            Self::StageHealed => "stage_healed",
         }
     }
 
@@ -171,6 +176,7 @@ impl EventKind {
             Self::RegistryRecovered => "registry recovered",
             Self::DockerUnavailable => "Docker unavailable",
             Self::DockerRecovered => "Docker recovered",
+            Self::StageHealed => "stage healed",
         }
     }
 }

@@ -57,13 +57,15 @@ string_enum! {
 }
 
 string_enum! {
-    /// What started a deployment.
+    /// What started a deployment. `heal`: the stage brought itself back after its current
+    /// container was removed outside docker-watcher.
     Trigger {
         Poll => "poll",
         Webhook => "webhook",
         Manual => "manual",
         Rollback => "rollback",
         Config => "config",
+        Heal => "heal",
     }
 }
 

@@ -23,6 +23,10 @@
 //! Deploys must not start before recovery: [`SyncHandle::wait_reconciled`] resolves once the
 //! first recovery and reconcile are done (the stale scanner's first run waits for it as well).
 //!
+//! Sync observes and reports; it never deploys. When the container of an instance that was
+//! running (or had crashed) is gone, sync sends a [`LostInstance`] on the channel it was given;
+//! `app.rs` hands it to the deploy workflow, which decides whether the stage heals.
+//!
 //! Sync is a workflow: it knows `docker` only through the [`ContainerEngine`] trait, and never
 //! HTTP.
 
@@ -44,7 +48,7 @@ use crate::clock::SharedClock;
 use crate::docker::DockerError;
 use crate::docker::engine::{ContainerEngine, ContainerSummary};
 use crate::domain::event::{NewEvent, Source};
-use crate::domain::instance::{Instance, InstanceFilter};
+use crate::domain::instance::{Instance, InstanceFilter, InstanceStatus};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::routes::RouteTable;
@@ -63,6 +67,14 @@ pub const DIE_SETTLE: Duration = Duration::from_millis(500);
 /// still published, as transient `info` events.
 pub const WARNING_INTERVAL: Duration = Duration::from_secs(600);
 
+/// An instance whose container went away while it was running or had crashed: its stage may
+/// have to heal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostInstance {
+    pub instance_id: i64,
+    pub stage_id: i64,
+}
+
 /// The handles sync works with.
 #[derive(Debug, Clone)]
 pub struct SyncDeps {
@@ -74,6 +86,8 @@ pub struct SyncDeps {
     pub metrics: Arc<Metrics>,
     /// The label value that marks this installation's containers.
     pub installation_id: Arc<str>,
+    /// Where lost instances are reported (see [`LostInstance`]).
+    pub lost: tokio::sync::mpsc::UnboundedSender<LostInstance>,
 }
 
 /// What one reconcile found and did.
@@ -112,6 +126,7 @@ pub(crate) struct Syncer {
     clock: SharedClock,
     metrics: Arc<Metrics>,
     installation_id: Arc<str>,
+    lost: tokio::sync::mpsc::UnboundedSender<LostInstance>,
     /// Serialises every write sync makes — a reconcile from list to last write, and each
     /// applied event — so an event newer than a reconcile's list is never overwritten by it.
     writes: tokio::sync::Mutex<()>,
@@ -136,6 +151,7 @@ pub fn start(deps: SyncDeps, tasks: &TaskTracker, shutdown: CancellationToken) -
         clock: deps.clock,
         metrics: deps.metrics,
         installation_id: deps.installation_id,
+        lost: deps.lost,
         writes: Default::default(),
         warned: Default::default(),
     });
@@ -235,7 +251,7 @@ impl Syncer {
                     if change.changes_status() {
                         report.changed += 1;
                     }
-                    if change.to == crate::domain::instance::InstanceStatus::Running {
+                    if change.to == InstanceStatus::Running {
                         report.alive += 1;
                     }
                 }
@@ -279,6 +295,15 @@ impl Syncer {
             .await
             .with_context(|| format!("updating instance {}", change.instance_id))?;
         let Some(updated) = updated else { return Ok(None) };
+        if change.to == InstanceStatus::Missing
+            && matches!(change.from, InstanceStatus::Running | InstanceStatus::Failed)
+        {
+            // Nobody listening (shutdown) is fine: there is nothing left to heal for.
+            let _ = self.lost.send(LostInstance {
+                instance_id: instance.id,
+                stage_id: instance.stage_id,
+            });
+        }
         let about = describe(instance);
         let event = if let Some(warning) = &change.warning {
             Some(if self.may_warn(instance.id) {

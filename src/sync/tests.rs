@@ -22,6 +22,7 @@ use crate::store::testing::{shop_prod, temp_store};
 
 struct Harness {
     deps: SyncDeps,
+    lost: std::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<LostInstance>>,
     engine: Arc<FakeEngine>,
     project: Project,
     stage: Stage,
@@ -38,7 +39,9 @@ async fn harness() -> Harness {
     let installation_id: Arc<str> = store.installation_id().await.unwrap().into();
     let engine = Arc::new(FakeEngine::new(&installation_id));
     let (project, stage) = shop_prod(&store).await;
+    let (lost, lost_rx) = tokio::sync::mpsc::unbounded_channel();
     Harness {
+        lost: std::sync::Mutex::new(lost_rx),
         deps: SyncDeps {
             engine: engine.clone(),
             store,
@@ -47,6 +50,7 @@ async fn harness() -> Harness {
             clock,
             metrics,
             installation_id,
+            lost,
         },
         engine,
         project,
@@ -70,6 +74,7 @@ impl Harness {
             clock: deps.clock,
             metrics: deps.metrics,
             installation_id: deps.installation_id,
+            lost: deps.lost,
             writes: Default::default(),
             warned: Default::default(),
         }
@@ -368,6 +373,51 @@ async fn an_oom_kill_is_one_error_event_and_no_warning() {
     stop(tasks, shutdown).await;
 }
 
+impl Harness {
+    /// The instances sync reported lost so far.
+    fn lost(&self) -> Vec<i64> {
+        let mut rx = self.lost.lock().unwrap();
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|l| {
+                assert_eq!(l.stage_id, self.stage.id);
+                l.instance_id
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_running_or_crashed_instance_whose_container_is_gone_is_reported_lost_a_stopped_one_is_not() {
+    let h = harness().await;
+    let running = h.instance(InstanceStatus::Running, "c1", None).await;
+    let crashed = h.instance(InstanceStatus::Failed, "c2", None).await;
+    let stopped = h.instance(InstanceStatus::Stopped, "c3", None).await;
+    let alive = h
+        .instance(
+            InstanceStatus::Running,
+            "c4",
+            Some((ContainerState::Running, None)),
+        )
+        .await;
+    h.syncer().reconcile_locked().await.unwrap();
+    for gone in [&running, &crashed, &stopped] {
+        assert_eq!(h.status(gone.id).await.status, InstanceStatus::Missing);
+    }
+    let mut lost = h.lost();
+    lost.sort();
+    assert_eq!(lost, vec![running.id, crashed.id]);
+
+    // And from the event stream: the running container destroyed from outside.
+    let (sync, tasks, shutdown) = h.start();
+    sync.wait_reconciled().await;
+    assert!(h.lost().is_empty(), "a second look reports nothing twice");
+    h.engine.remove("c4").await.unwrap();
+    h.wait_for(alive.id, |i| i.status == InstanceStatus::Missing)
+        .await;
+    assert_eq!(h.lost(), vec![alive.id]);
+    stop(tasks, shutdown).await;
+}
+
 #[tokio::test]
 async fn a_destroyed_container_makes_its_instance_missing_and_a_start_brings_it_back() {
     let h = harness().await;
@@ -403,6 +453,7 @@ async fn a_destroyed_container_makes_its_instance_missing_and_a_start_brings_it_
     // A cleanup owns an instance being removed.
     assert_eq!(h.status(removing.id).await.status, InstanceStatus::Removing);
     assert!(h.events(Severity::Warn).await.is_empty());
+    assert!(h.lost().is_empty(), "a stopped instance does not heal");
     stop(tasks, shutdown).await;
 }
 

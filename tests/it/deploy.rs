@@ -622,7 +622,7 @@ async fn a_per_tag_stage_gives_each_tag_an_instance_and_stops_it_when_the_tag_go
 }
 
 /// A GET of `/` through the app's proxy listener with `host` as the `Host`: status and body.
-async fn through_proxy(app: &TestApp, host: &str) -> (u16, String) {
+pub async fn through_proxy(app: &TestApp, host: &str) -> (u16, String) {
     let response = reqwest::Client::builder()
         .no_proxy()
         .build()

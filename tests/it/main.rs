@@ -15,6 +15,7 @@ mod docs;
 mod events;
 mod failure_ui;
 mod first_start;
+mod heal;
 mod helpers;
 mod image;
 mod instances;

@@ -25,7 +25,7 @@ use super::page::{
 use super::stage_form::{STAGE_FIELDS, StageFormValues, stage_json};
 use super::view::{BlockedDigestView, DeploymentView, InstanceView};
 use crate::deploy::rollback_target;
-use crate::domain::instance::{Instance, InstanceFilter};
+use crate::domain::instance::{Instance, InstanceFilter, Trigger};
 use crate::domain::tag_policy::PolicyMode;
 use crate::domain::workload::project_network_name;
 use crate::web::api;
@@ -58,6 +58,9 @@ pub struct StagePage {
     pub rollback_question: String,
     /// Digests automatic deploys skip because their deploy failed.
     pub blocked: Vec<BlockedDigestView>,
+    /// The stage's latest deployment, when the stage made it to heal itself (its serving
+    /// container was removed outside docker-watcher).
+    pub healed: Option<DeploymentView>,
 }
 
 impl PageTemplate for StagePage {
@@ -177,13 +180,17 @@ async fn build(
         .iter()
         .map(|i| InstanceView::new(i, per_tag, hostname.as_deref(), &state.proxy_links, now))
         .collect();
-    let deployments = state
+    let deployments: Vec<DeploymentView> = state
         .store
         .list_deployments(Some(id), DEPLOYMENT_HISTORY)
         .await?
         .iter()
         .map(|d| DeploymentView::new(d, now))
         .collect();
+    let healed = deployments
+        .first()
+        .filter(|d| d.trigger == Trigger::Heal.as_str() && d.status != "running")
+        .cloned();
     let blocked = state
         .store
         .list_failed_digests(id)
@@ -282,6 +289,7 @@ async fn build(
         logs,
         rollback_question,
         blocked,
+        healed,
     })
 }
 
