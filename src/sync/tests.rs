@@ -512,7 +512,14 @@ async fn a_lost_engine_is_one_error_and_its_return_one_info_and_a_reconcile() {
     .await
     .expect("reconciled after the engine came back");
     assert_eq!(failed.exit_code, Some(2));
-    assert!(sync.is_connected());
+    // The reconcile's writes come before the listener records itself connected.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !sync.is_connected() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("connected again");
     let infos = h.events(Severity::Info).await;
     assert_eq!(infos.len(), 1, "{infos:?}");
     assert!(infos[0].message.contains("reachable again"));
