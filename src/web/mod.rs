@@ -102,14 +102,22 @@ async fn fallback(State(state): State<AppState>, request: Request) -> Response {
     )
 }
 
-/// A UI form's address opened with another method (a `GET` from the address bar) gets the
-/// UI's `405` page, which links to the form's page, instead of an empty `405`.
+/// A UI form's address opened in a browser (a `GET` from the address bar on a route that takes
+/// only `POST`) gets the UI's `405` page, which links to the form's page, instead of an empty
+/// `405`. Other methods and other routes keep axum's answer.
 async fn form_only_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if is_api_path(request.uri().path()) || prefers_json(request.headers()) {
+    let opened = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !opened || is_api_path(request.uri().path()) || prefers_json(request.headers()) {
         return next.run(request).await;
     }
     let (uri, headers) = (request.uri().clone(), request.headers().clone());
     let response = next.run(request).await;
+    // Outside `/api`, every route takes GET or POST: a GET refused here is a form's address.
+    // (axum adds the `Allow` header around this layer, so it is not seen here, and the page
+    // leaves it to axum.)
     if response.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED {
         return response;
     }
@@ -120,8 +128,7 @@ async fn form_only_pages(State(state): State<AppState>, request: Request, next: 
     let current = auth::CurrentUser::from_request_parts(&mut parts, &state)
         .await
         .ok();
-    let allow = response.headers().get(header::ALLOW).cloned();
-    ui::form_only::form_only_page(parts.uri.path(), allow, current.as_ref())
+    ui::form_only::form_only_page(parts.uri.path(), current.as_ref())
 }
 
 fn is_api_path(path: &str) -> bool {

@@ -61,6 +61,13 @@ async fn a_forms_address_opened_directly_is_a_405_page_leading_to_the_form() {
         !response.text().await.unwrap().contains("<html"),
         "the API answers no page"
     );
+    // Another wrong method, or a route that is not a form's, keeps the plain answer.
+    let response = stranger.post(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(!response.text().await.unwrap().contains("<html"));
+    let response = stranger.put(app.url("/stages/5/edit")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(!response.text().await.unwrap().contains("<html"));
     // Pages themselves are untouched.
     assert_eq!(session.get("/stale").await.status, StatusCode::OK);
 }

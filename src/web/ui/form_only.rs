@@ -3,7 +3,7 @@
 //! answer stays `405 Method Not Allowed` with its `Allow` header, as HTTP asks, but as a page
 //! that says what happened and links to the page holding the form, not a bare status.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::page::{Chrome, ErrorPage, FlashMessage, Nav, render};
@@ -27,8 +27,8 @@ pub fn form_home(path: &str) -> (String, &'static str) {
     }
 }
 
-/// The `405` page for `path`; `allow` is the route's own `Allow` header, kept.
-pub fn form_only_page(path: &str, allow: Option<HeaderValue>, current: Option<&CurrentUser>) -> Response {
+/// The `405` page for `path` (the router adds the route's `Allow` header to it).
+pub fn form_only_page(path: &str, current: Option<&CurrentUser>) -> Response {
     let status = StatusCode::METHOD_NOT_ALLOWED;
     let reason = status
         .canonical_reason()
@@ -50,11 +50,7 @@ pub fn form_only_page(path: &str, allow: Option<HeaderValue>, current: Option<&C
         back_href,
         back_label: back_label.to_owned(),
     };
-    let mut response = render(status, &page);
-    if let Some(allow) = allow {
-        response.headers_mut().insert(header::ALLOW, allow);
-    }
-    response
+    render(status, &page)
 }
 
 #[cfg(test)]
