@@ -129,6 +129,7 @@ async fn run() -> anyhow::Result<()> {
                     max_instances: NewStage::DEFAULT_MAX_INSTANCES,
                     min_release_age: None,
                     container: ContainerSpec::default(),
+                    hooks: Default::default(),
                     secret_env: Default::default(),
                 },
                 now,

@@ -219,6 +219,7 @@ async fn measure(app: &App, image: &str, builds: &[(String, String)]) -> anyhow:
                     min_ready_seconds: 0,
                     ..ContainerSpec::default()
                 },
+                hooks: Default::default(),
                 secret_env: Default::default(),
             },
             now,

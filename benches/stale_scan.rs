@@ -87,6 +87,7 @@ async fn fresh_store(dir: &std::path::Path) -> (Store, Project, Stage) {
                 max_instances: NewStage::DEFAULT_MAX_INSTANCES,
                 min_release_age: None,
                 container: ContainerSpec::default(),
+                hooks: Default::default(),
                 secret_env: Default::default(),
             },
             now,

@@ -202,6 +202,10 @@ impl Deployer {
         let spec = self.container_spec(attempt, image, &secret_env);
         self.prepare_resources(&attempt.project, &attempt.stage, &spec)
             .await?;
+        // Migrations first: the new instance is created only once they passed.
+        self.pre_deploy_hook(attempt, &spec, &secret_env)
+            .await
+            .map_err(|failure| anyhow::Error::msg(failure.message))?;
         let name = spec.name.clone();
         let container_id = deps
             .engine
@@ -271,7 +275,7 @@ impl Deployer {
             .collect()
     }
 
-    fn container_spec(
+    pub(super) fn container_spec(
         &self,
         attempt: &Attempt,
         image: String,
@@ -409,6 +413,7 @@ impl Deployer {
         if let Err(e) = self.switch(&attempt, &olds).await {
             return self.fail(attempt, format!("{e:#}")).await;
         }
+        self.post_deploy_hook(&attempt).await;
         self.succeed(attempt, olds).await
     }
 

@@ -41,6 +41,7 @@ mod attempt;
 mod error;
 mod heal;
 mod health;
+mod hooks;
 mod instance_actions;
 mod lock;
 mod per_tag;

@@ -21,6 +21,8 @@ pub mod labels {
     pub const PROJECT: &str = "io.docker-watcher.project";
     pub const STAGE: &str = "io.docker-watcher.stage";
     pub const INSTANCE: &str = "io.docker-watcher.instance";
+    /// On a deploy hook's one-off container (`pre_deploy`, `post_deploy`), instead of INSTANCE.
+    pub const HOOK: &str = "io.docker-watcher.hook";
 }
 
 /// The labels of a volume or network docker-watcher creates for `project`: managed, this

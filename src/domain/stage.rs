@@ -15,7 +15,7 @@ use super::project::SealedSecret;
 use super::schedule::Schedule;
 use super::tag_policy::TagPolicy;
 use super::workload::{
-    RestartPolicy, StopSignal, VolumeMount, check_labels, check_networks, check_user, check_volumes,
+    Hooks, RestartPolicy, StopSignal, VolumeMount, check_labels, check_networks, check_user, check_volumes,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,7 @@ pub struct Stage {
     pub max_instances: u32,
     pub min_release_age: Option<HumanDuration>,
     pub container: ContainerSpec,
+    pub hooks: Hooks,
     /// The names of the stage's secret environment variables; their values stay sealed in the
     /// store and are opened only to start a container.
     pub secret_env_keys: Vec<String>,
@@ -55,6 +56,7 @@ pub struct NewStage {
     pub max_instances: u32,
     pub min_release_age: Option<HumanDuration>,
     pub container: ContainerSpec,
+    pub hooks: Hooks,
     /// Secret environment variables, sealed.
     pub secret_env: BTreeMap<String, SealedSecret>,
 }
@@ -70,6 +72,7 @@ pub struct StagePatch {
     pub max_instances: Option<u32>,
     pub min_release_age: Option<Option<HumanDuration>>,
     pub container: Option<ContainerSpec>,
+    pub hooks: Option<Hooks>,
     /// Secret variables to set or replace (`Some`, sealed) or remove (`None`); keys not named
     /// are kept. Only keys whose value really changes belong here: each entry counts as a
     /// change of configuration.

@@ -392,9 +392,103 @@ impl<'de> Deserialize<'de> for StopSignal {
     }
 }
 
+/// A stage's deploy hooks (SPEC §3 "Workloads"): `pre_deploy` runs in a one-off container of
+/// the new image before the new instance takes traffic (migrations; a failure fails the
+/// deploy), `post_deploy` after the switch (a failure is only reported).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    #[serde(default)]
+    pub pre_deploy: Option<Hook>,
+    #[serde(default)]
+    pub post_deploy: Option<Hook>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// The command, run instead of the image's (`["/app/migrate", "up"]`).
+    #[schema(example = json!(["/app/migrate", "up"]))]
+    pub command: Vec<String>,
+    /// The hook is stopped and counts as failed after this long; 1 to 3600, default 300.
+    #[serde(default = "Hook::default_timeout_seconds")]
+    #[schema(minimum = 1, maximum = 3600, example = 300)]
+    pub timeout_seconds: u32,
+}
+
+impl Hook {
+    fn default_timeout_seconds() -> u32 {
+        300
+    }
+}
+
+/// The most output of a hook a deployment keeps: its last 64 KiB.
+pub const MAX_HOOK_OUTPUT: usize = 64 * 1024;
+
+impl Hooks {
+    /// Checks both hooks; the error names the field (`hooks.pre_deploy.command`).
+    pub fn validate(&self) -> Result<(), (String, ParseError)> {
+        for (name, hook) in [
+            ("pre_deploy", &self.pre_deploy),
+            ("post_deploy", &self.post_deploy),
+        ] {
+            let Some(hook) = hook else { continue };
+            let fail = |field: &str, msg: &str| Err((format!("hooks.{name}.{field}"), ParseError::new(msg)));
+            if hook.command.is_empty() || hook.command.len() > 1000 {
+                return fail("command", "must be a list of 1 to 1000 arguments");
+            }
+            if hook.command.iter().any(|a| a.contains('\0')) {
+                return fail("command", "must not contain NUL characters");
+            }
+            if !(1..=3600).contains(&hook.timeout_seconds) {
+                return fail("timeout_seconds", "must be from 1 to 3600");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The last [`MAX_HOOK_OUTPUT`] bytes of `output`, cut at a character boundary.
+pub fn output_tail(output: &str) -> &str {
+    if output.len() <= MAX_HOOK_OUTPUT {
+        return output;
+    }
+    let mut start = output.len() - MAX_HOOK_OUTPUT;
+    while !output.is_char_boundary(start) {
+        start += 1;
+    }
+    &output[start..]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hooks_name_their_bad_fields_and_keep_the_tail_of_their_output() {
+        let hook = |command: Vec<&str>, timeout_seconds| Hook {
+            command: command.into_iter().map(str::to_owned).collect(),
+            timeout_seconds,
+        };
+        let hooks = Hooks {
+            pre_deploy: Some(hook(vec![], 10)),
+            post_deploy: None,
+        };
+        assert_eq!(hooks.validate().unwrap_err().0, "hooks.pre_deploy.command");
+        let hooks = Hooks {
+            pre_deploy: None,
+            post_deploy: Some(hook(vec!["x"], 0)),
+        };
+        assert_eq!(
+            hooks.validate().unwrap_err().0,
+            "hooks.post_deploy.timeout_seconds"
+        );
+        assert!(Hooks::default().validate().is_ok());
+        let long = format!("{}é{}", "a".repeat(10), "b".repeat(MAX_HOOK_OUTPUT - 1));
+        assert!(output_tail(&long).len() <= MAX_HOOK_OUTPUT);
+        assert!(output_tail(&long).ends_with('b'));
+        assert_eq!(output_tail("short"), "short");
+    }
 
     fn mount(source: &str, target: &str) -> VolumeMount {
         VolumeMount {

@@ -79,6 +79,7 @@ impl Kind {
                 "max_instances",
                 "min_release_age",
                 "container",
+                "hooks",
             ],
             Kind::Proxy => &["name", "target_url", "preserve_host", "enabled"],
             Kind::Channel => &["kind", "enabled", "settings", "rule"],

@@ -44,6 +44,7 @@ use crate::domain::schedule::Schedule;
 use crate::domain::settings::Settings;
 use crate::domain::stage::{ContainerSpec, NewStage, check_secret_env, parse_max_instances};
 use crate::domain::tag_policy::TagPolicy;
+use crate::domain::workload::Hooks;
 
 /// The largest stack file accepted (the API's body limit is 1 MiB, JSON-escaped).
 pub const MAX_FILE_BYTES: usize = 512 * 1024;
@@ -92,6 +93,8 @@ struct StageEntry {
     /// A [`ContainerSpec`] plus `secret_env` (`${VARIABLE}` references only), read apart.
     #[serde(default)]
     container: Option<toml::Table>,
+    #[serde(default)]
+    hooks: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -365,6 +368,16 @@ fn stage_resource(
         json!(min_release_age.map(|d| d.to_string())),
     );
     fields.insert("container".into(), container);
+    let hooks: Hooks = toml::Value::Table(entry.hooks.clone().unwrap_or_default())
+        .try_into()
+        .map_err(|e: toml::de::Error| reader.error_at(&at("hooks"), e.message().trim().to_owned()))?;
+    hooks.validate().map_err(|(field, e)| {
+        let mut path: Vec<&str> = base.to_vec();
+        path.extend(field.split('.'));
+        reader.error_at(&path, e.0)
+    })?;
+    let hooks = serde_json::to_value(&hooks).map_err(|e| reader.error_at(&at("hooks"), e.to_string()))?;
+    resource.fields.insert("hooks".into(), hooks);
     for (key, value) in secrets {
         resource
             .secrets

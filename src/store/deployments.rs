@@ -111,6 +111,22 @@ impl Store {
         row.ok_or(StoreError::NotFound)?.into_deployment()
     }
 
+    /// Appends a hook's output to the deployment's, keeping the last 64 Ki characters.
+    pub async fn append_hook_output(&self, id: i64, output: &str) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE deployments SET hook_output = \
+             substr(COALESCE(hook_output || char(10), '') || ?, -65536) WHERE id = ?",
+        )
+        .bind(output)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     /// Up to `limit` deployments, of one stage or of all, newest first.
     pub async fn list_deployments(&self, stage_id: Option<i64>, limit: u32) -> StoreResult<Vec<Deployment>> {
         // Two statements rather than `stage_id = ?1 OR ?1 IS NULL`, which SQLite cannot plan on

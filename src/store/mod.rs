@@ -292,6 +292,7 @@ pub(crate) mod testing {
             max_instances: NewStage::DEFAULT_MAX_INSTANCES,
             min_release_age: None,
             container: ContainerSpec::default(),
+            hooks: Default::default(),
             secret_env: Default::default(),
         }
     }

@@ -15,6 +15,7 @@ use crate::domain::name::Name;
 use crate::domain::schedule::Schedule;
 use crate::domain::stage::{ContainerSpec, NewStage, Stage, StagePatch};
 use crate::domain::tag_policy::TagPolicy;
+use crate::domain::workload::Hooks;
 
 use super::hostnames::{self, OwnerKind};
 use super::secrets::{self, SecretOwner};
@@ -25,7 +26,7 @@ const TABLE: &str = "stages";
 macro_rules! stage_columns {
     () => {
         "id, project_id, name, tag_policy, schedule, auto_deploy, hostname, max_instances, min_release_age, \
-         container, config_revision, current_instance_id, available_tag, created_at, updated_at"
+         container, hooks, config_revision, current_instance_id, available_tag, created_at, updated_at"
     };
 }
 
@@ -41,6 +42,7 @@ struct StageRow {
     max_instances: i64,
     min_release_age: Option<String>,
     container: String,
+    hooks: String,
     config_revision: i64,
     current_instance_id: Option<i64>,
     available_tag: Option<String>,
@@ -76,6 +78,10 @@ impl StageRow {
                 table: TABLE,
                 message: format!("container spec: {e}"),
             })?,
+            hooks: serde_json::from_str(&self.hooks).map_err(|e| StoreError::Corrupt {
+                table: TABLE,
+                message: format!("hooks: {e}"),
+            })?,
             secret_env_keys,
             config_revision: self.config_revision,
             current_instance_id: self.current_instance_id,
@@ -96,6 +102,7 @@ struct StageValues {
     max_instances: i64,
     min_release_age: Option<String>,
     container: String,
+    hooks: String,
 }
 
 impl StageValues {
@@ -109,7 +116,12 @@ impl StageValues {
         max_instances: u32,
         min_release_age: Option<&HumanDuration>,
         container: &ContainerSpec,
+        hooks: &Hooks,
     ) -> StoreResult<Self> {
+        let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt {
+            table: TABLE,
+            message: format!("{what}: {e}"),
+        };
         Ok(Self {
             name: name.to_string(),
             tag_policy: tag_policy.to_string(),
@@ -119,10 +131,8 @@ impl StageValues {
             max_instances: i64::from(max_instances),
             min_release_age: min_release_age.map(ToString::to_string),
             // Serializing a plain struct cannot fail; the mapping only keeps this free of unwraps.
-            container: serde_json::to_string(container).map_err(|e| StoreError::Corrupt {
-                table: TABLE,
-                message: format!("container spec: {e}"),
-            })?,
+            container: serde_json::to_string(container).map_err(|e| corrupt("container spec", e))?,
+            hooks: serde_json::to_string(hooks).map_err(|e| corrupt("hooks", e))?,
         })
     }
 }
@@ -183,6 +193,7 @@ impl Store {
             new.max_instances,
             new.min_release_age.as_ref(),
             &new.container,
+            &new.hooks,
         )?;
         let mut tx = self.write_tx().await?;
         if !project_exists(&mut tx, project_id).await? {
@@ -190,7 +201,8 @@ impl Store {
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO stages (project_id, name, tag_policy, schedule, auto_deploy, hostname, max_instances, \
-             min_release_age, container, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             min_release_age, container, hooks, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(project_id)
         .bind(&values.name)
@@ -201,6 +213,7 @@ impl Store {
         .bind(values.max_instances)
         .bind(&values.min_release_age)
         .bind(&values.container)
+        .bind(&values.hooks)
         .bind(ts(now))
         .bind(ts(now))
         .fetch_one(&mut *tx)
@@ -264,7 +277,8 @@ impl Store {
 
     /// Applies a partial update; a changed hostname moves the stage's claim in the same
     /// transaction (the old name is released only if the new one can be claimed). A change of
-    /// what its containers are made of (the container spec, a secret) bumps `config_revision`.
+    /// what its containers are made of (the container spec, a secret, the hooks) bumps
+    /// `config_revision`.
     pub async fn update_stage(&self, id: i64, patch: &StagePatch, now: DateTime<Utc>) -> StoreResult<Stage> {
         let mut tx = self.write_tx().await?;
         let current = fetch_stage(&mut tx, id).await?;
@@ -287,12 +301,14 @@ impl Store {
                 .as_ref()
                 .map_or(current.min_release_age.as_ref(), Option::as_ref),
             patch.container.as_ref().unwrap_or(&current.container),
+            patch.hooks.as_ref().unwrap_or(&current.hooks),
         )?;
-        let reconfigured =
-            patch.container.as_ref().is_some_and(|c| *c != current.container) || !patch.secret_env.is_empty();
+        let reconfigured = patch.container.as_ref().is_some_and(|c| *c != current.container)
+            || patch.hooks.as_ref().is_some_and(|h| *h != current.hooks)
+            || !patch.secret_env.is_empty();
         sqlx::query(
             "UPDATE stages SET name = ?, tag_policy = ?, schedule = ?, auto_deploy = ?, hostname = ?, \
-             max_instances = ?, min_release_age = ?, container = ?, updated_at = ?, \
+             max_instances = ?, min_release_age = ?, container = ?, hooks = ?, updated_at = ?, \
              config_revision = config_revision + ? WHERE id = ?",
         )
         .bind(&values.name)
@@ -303,6 +319,7 @@ impl Store {
         .bind(values.max_instances)
         .bind(&values.min_release_age)
         .bind(&values.container)
+        .bind(&values.hooks)
         .bind(ts(now))
         .bind(i64::from(reconfigured))
         .bind(id)

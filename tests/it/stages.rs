@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{ApiClient, assert_field_error, spawn_app};
 
-const STAGE_FIELDS: [&str; 14] = [
+const STAGE_FIELDS: [&str; 15] = [
     "id",
     "project_id",
     "name",
@@ -20,6 +20,7 @@ const STAGE_FIELDS: [&str; 14] = [
     "max_instances",
     "min_release_age",
     "container",
+    "hooks",
     "current_instance_id",
     "available_tag",
     "created_at",

@@ -452,3 +452,127 @@ async fn the_runtime_spec_reaches_the_container_and_a_change_redeploys_or_is_sho
     assert_eq!(plan["changed"], false, "the export applies as no change: {plan}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_pre_deploy_hook_runs_once_before_the_new_version_and_its_failure_keeps_the_old_one() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let repo = unique("dwtest/hooks-");
+    let mut cleanup = Cleanup::new(&app);
+    cleanup.repo(&repo);
+    let v1 = unique("hooks v1 ");
+    push_image(&repo, "v1", Variant::App, &v1).await;
+    push_image(&repo, "v2", Variant::App, &unique("hooks v2 ")).await;
+    let project_id = create_project(&admin, &repo).await;
+    let (status, stage) = admin
+        .post(
+            &format!("/api/projects/{project_id}/stages"),
+            json!({
+                "name": "app",
+                "tag_policy": "tag:v1",
+                "auto_deploy": false,
+                "container": {
+                    "port": 8080,
+                    "min_ready_seconds": 1,
+                    "env": {"APP_WRITE": "/data/log"},
+                    "secret_env": {"MIGRATION_TOKEN": "hook-secret-value"},
+                    "volumes": [{"source": "data", "target": "/data"}],
+                },
+                "hooks": {
+                    "pre_deploy": {"command": ["sh", "-c", "echo migrating with $MIGRATION_TOKEN; echo migrated >> /data/log"]},
+                    "post_deploy": {"command": ["sh", "-c", "echo post hook complains >&2; exit 1"], "timeout_seconds": 30},
+                },
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{stage}");
+    assert_eq!(stage["hooks"]["pre_deploy"]["timeout_seconds"], 300);
+    let stage_id = stage["id"].as_i64().unwrap();
+
+    let (status, deployment) = admin
+        .post(&format!("/api/stages/{stage_id}/deploy"), json!({"tag": "v1"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{deployment}");
+    assert_eq!(
+        deployment["status"], "succeeded",
+        "a failing post_deploy does not fail it"
+    );
+    // The hook wrote before the app started (the app appends its marker at start), once.
+    assert_eq!(volume_file(&admin, stage_id).await, format!("migrated\n{v1}\n"));
+    let output = deployment["hook_output"].as_str().expect("the hooks' output");
+    assert!(output.contains("--- pre_deploy ---\nmigrating with"), "{output}");
+    assert!(output.contains("post hook complains"), "{output}");
+    assert!(
+        !output.contains("hook-secret-value"),
+        "secrets are masked: {output}"
+    );
+    let (_, warnings) = admin.get("/api/events?source=deployer&severity=warn").await;
+    assert!(
+        warnings
+            .to_string()
+            .contains("the post_deploy hook exited with status 1"),
+        "{warnings}"
+    );
+
+    // A failing pre_deploy: the deploy fails, version 1 keeps serving, the output is kept.
+    let (status, patched) = admin
+        .patch(
+            &format!("/api/stages/{stage_id}"),
+            json!({"hooks": {"pre_deploy": {"command": ["sh", "-c", "echo migration 42 failed >&2; exit 3"]}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["hooks"]["post_deploy"], Value::Null);
+    let (status, failed) = admin
+        .post(&format!("/api/stages/{stage_id}/deploy"), json!({"tag": "v2"}))
+        .await;
+    assert!(status.is_success(), "{failed}");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("exited with status 3") && error.contains("migration 42 failed"),
+        "{error}"
+    );
+    assert!(
+        failed["hook_output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("migration 42 failed")
+    );
+    let (_, errors) = admin.get("/api/events?source=deployer&severity=error").await;
+    assert!(errors.to_string().contains("migration 42 failed"), "{errors}");
+    let current = current_instance(&admin, stage_id).await;
+    assert_eq!(current["image_tag"], "v1");
+    let (code, served) = fetch(&current, "/").await.expect("v1 still answers");
+    assert_eq!((code, served.trim()), (200, v1.as_str()));
+    assert_eq!(volume_file(&admin, stage_id).await, format!("migrated\n{v1}\n"));
+
+    // No hook container is left behind.
+    let filter = format!(
+        "label=io.docker-watcher.installation={}",
+        app.app().state().installation_id
+    );
+    let (_, left) = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &filter,
+        "--filter",
+        "label=io.docker-watcher.hook",
+    ]);
+    assert!(left.is_empty(), "hook containers left: {left}");
+
+    for (hooks, field) in [
+        (json!({"pre_deploy": {"command": []}}), "hooks.pre_deploy.command"),
+        (
+            json!({"post_deploy": {"command": ["x"], "timeout_seconds": 0}}),
+            "hooks.post_deploy.timeout_seconds",
+        ),
+    ] {
+        let (status, body) = admin
+            .patch(&format!("/api/stages/{stage_id}"), json!({"hooks": hooks}))
+            .await;
+        assert_field_error(status, &body, field);
+    }
+    app.stop().await;
+}

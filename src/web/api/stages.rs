@@ -33,6 +33,7 @@ use crate::domain::schedule::Schedule;
 use crate::domain::stage::{NewStage, Stage, StagePatch, parse_max_instances};
 use crate::domain::tag_policy::TagPolicy;
 use crate::domain::user::Role;
+use crate::domain::workload::Hooks;
 use crate::web::auth::{Member, Viewer};
 use crate::web::error::{ErrorBody, FieldResult, WebError, WebResult};
 use crate::web::extract::{ApiJson, ApiQuery};
@@ -67,6 +68,9 @@ pub struct StageResponse {
     #[schema(required = true)]
     pub min_release_age: Option<String>,
     pub container: ContainerResponse,
+    /// Commands run in one-off containers of the new image: `pre_deploy` before the new
+    /// instance takes traffic (its failure fails the deploy), `post_deploy` after the switch.
+    pub hooks: Hooks,
     #[schema(required = true)]
     pub current_instance_id: Option<i64>,
     /// The newest tag the policy selected, deployed or not.
@@ -98,6 +102,7 @@ impl StageResponse {
             max_instances: stage.max_instances,
             min_release_age: stage.min_release_age.as_ref().map(ToString::to_string),
             container: ContainerResponse::new(&stage.container, &stage.secret_env_keys, reveal_env),
+            hooks: stage.hooks.clone(),
             current_instance_id: stage.current_instance_id,
             available_tag: stage.available_tag.clone(),
             created_at: stage.created_at,
@@ -138,6 +143,9 @@ pub struct StageCreateRequest {
     /// Default: port 8080, no env, the image's command, no health check, 2 s minimum ready time.
     #[serde(default)]
     pub container: Option<ContainerRequest>,
+    /// Default: no hooks.
+    #[serde(default)]
+    pub hooks: Option<Hooks>,
 }
 
 fn default_auto_deploy() -> bool {
@@ -177,6 +185,10 @@ pub struct StagePatchRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = ContainerRequest)]
     pub container: Option<Option<ContainerRequest>>,
+    /// Replaces both hooks (a hook left out is removed).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Hooks>)]
+    pub hooks: Option<Option<Hooks>>,
 }
 
 impl StagePatchRequest {
@@ -191,11 +203,19 @@ impl StagePatchRequest {
             ("max_instances", self.max_instances.is_some()),
             ("min_release_age", self.min_release_age.is_some()),
             ("container", self.container.is_some()),
+            ("hooks", self.hooks.is_some()),
         ]
         .into_iter()
         .filter_map(|(field, given)| given.then_some(field))
         .collect()
     }
+}
+
+fn checked_hooks(hooks: Hooks) -> WebResult<Hooks> {
+    hooks
+        .validate()
+        .map_err(|(field, err)| WebError::field(field, err))?;
+    Ok(hooks)
 }
 
 /// Parses a nullable string field of a PATCH: absent stays `None`, `null` is `Some(None)`.
@@ -293,6 +313,7 @@ pub(crate) async fn project_stages_post(
             .transpose()
             .field("min_release_age")?,
         container,
+        hooks: body.hooks.map(checked_hooks).transpose()?.unwrap_or_default(),
         // Nothing to remove yet: `null`s are dropped.
         secret_env: sealed_changes(secret_env, &Default::default(), &state.secrets)
             .into_iter()
@@ -422,6 +443,7 @@ pub(crate) async fn stage_patch(
         min_release_age: parse_clearable(body.min_release_age, HumanDuration::parse)
             .field("min_release_age")?,
         container,
+        hooks: not_null("hooks", body.hooks)?.map(checked_hooks).transpose()?,
         secret_env,
     };
 

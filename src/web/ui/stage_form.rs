@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::form::{FormData, json_number};
 use crate::domain::stage::{ContainerSpec, Stage};
+use crate::domain::workload::Hook;
 use crate::web::error::{WebError, WebResult};
 
 /// The inputs of the stage forms (new and edit), named like the API's fields so its errors land
@@ -36,6 +37,10 @@ pub const STAGE_FIELDS: &[&str] = &[
     "container.restart_policy",
     "container.stop_signal",
     "container.stop_grace_seconds",
+    "hooks.pre_deploy.command",
+    "hooks.pre_deploy.timeout_seconds",
+    "hooks.post_deploy.command",
+    "hooks.post_deploy.timeout_seconds",
 ];
 
 /// What the stage form shows before anything is typed: a stage's values, or the defaults.
@@ -70,6 +75,11 @@ pub struct StageFormValues {
     pub restart_policy: String,
     pub stop_signal: String,
     pub stop_grace_seconds: String,
+    /// Each hook's command, one argument per line, and its timeout.
+    pub pre_deploy_command: String,
+    pub pre_deploy_timeout: String,
+    pub post_deploy_command: String,
+    pub post_deploy_timeout: String,
 }
 
 impl StageFormValues {
@@ -99,6 +109,10 @@ impl StageFormValues {
             restart_policy: spec.restart_policy.to_string(),
             stop_signal: spec.stop_signal.to_string(),
             stop_grace_seconds: spec.stop_grace_seconds.to_string(),
+            pre_deploy_command: String::new(),
+            pre_deploy_timeout: "300".into(),
+            post_deploy_command: String::new(),
+            post_deploy_timeout: "300".into(),
         }
     }
 
@@ -150,8 +164,25 @@ impl StageFormValues {
             restart_policy: spec.restart_policy.to_string(),
             stop_signal: spec.stop_signal.to_string(),
             stop_grace_seconds: spec.stop_grace_seconds.to_string(),
+            pre_deploy_command: hook_command(stage.hooks.pre_deploy.as_ref()),
+            pre_deploy_timeout: hook_timeout(stage.hooks.pre_deploy.as_ref()),
+            post_deploy_command: hook_command(stage.hooks.post_deploy.as_ref()),
+            post_deploy_timeout: hook_timeout(stage.hooks.post_deploy.as_ref()),
         }
     }
+}
+
+fn hook_command(hook: Option<&Hook>) -> String {
+    hook.map_or_else(String::new, |h| h.command.join("\n"))
+}
+
+fn hook_timeout(hook: Option<&Hook>) -> String {
+    hook.map_or_else(|| "300".to_owned(), |h| h.timeout_seconds.to_string())
+}
+
+/// One argument per non-blank line.
+fn lines(raw: &str) -> Vec<&str> {
+    raw.lines().map(str::trim).filter(|l| !l.is_empty()).collect()
 }
 
 /// The stage form as the JSON the API reads. A new stage leaves blank inputs out (their
@@ -268,6 +299,22 @@ pub fn stage_json(form: &FormData, patch: bool) -> WebResult<Value> {
         }
     }
     body.insert("container".into(), Value::Object(container));
+    let mut hooks = Map::new();
+    for name in ["pre_deploy", "post_deploy"] {
+        let command = lines(form.get(&format!("hooks.{name}.command")).unwrap_or(""));
+        let hook = if command.is_empty() {
+            Value::Null
+        } else {
+            let mut hook = Map::new();
+            hook.insert("command".into(), json!(command));
+            if let Some(timeout) = form.opt(&format!("hooks.{name}.timeout_seconds")) {
+                hook.insert("timeout_seconds".into(), json_number(&timeout));
+            }
+            Value::Object(hook)
+        };
+        hooks.insert(name.into(), hook);
+    }
+    body.insert("hooks".into(), Value::Object(hooks));
     Ok(Value::Object(body))
 }
 
@@ -375,6 +422,14 @@ mod tests {
         assert_eq!(container["restart_policy"], "on-failure:3");
         assert_eq!(container["stop_signal"], "SIGQUIT");
         assert_eq!(container["stop_grace_seconds"], 30);
+        assert_eq!(json["hooks"], json!({"pre_deploy": null, "post_deploy": null}));
+        let with_hook = FormData::parse(
+            b"hooks.pre_deploy.command=%2Fapp%2Fmigrate%0D%0Aup&hooks.pre_deploy.timeout_seconds=60",
+        );
+        assert_eq!(
+            stage_json(&with_hook, true).unwrap()["hooks"]["pre_deploy"],
+            json!({"command": ["/app/migrate", "up"], "timeout_seconds": 60})
+        );
         let err = stage_json(&FormData::parse(b"container.volumes=data"), true).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("container.volumes"));
     }
