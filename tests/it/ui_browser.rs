@@ -2,7 +2,8 @@
 //! logging in, the deployed stage on the dashboard, a deploy from the stage page whose status
 //! changes without a reload, filtering the event log and a `warn` event arriving live (naming
 //! its project and stage as rendered rows do, also a stage made after the page), cleaning
-//! up a stale instance, what members and viewers do not see, and a form error next to its
+//! up a stale instance, an open confirmation inside the window on a phone and on a desktop,
+//! what members and viewers do not see, and a form error next to its
 //! field. `screenshots_of_the_main_pages…` renders a realistic installation and keeps its
 //! pictures (in `docs/screenshots/` when `DW_UPDATE_SCREENSHOTS=1`).
 
@@ -245,6 +246,39 @@ async fn rows_arriving_live_name_their_project_and_stage_as_rendered_rows_do() {
     })
     .await;
     app.stop().await;
+}
+
+#[tokio::test]
+async fn an_open_confirmation_fits_the_window_on_a_phone_and_on_a_desktop() {
+    let d = deployed(&["v1"], &["v1"], json!({})).await;
+    let stage = format!("/stages/{}", d.stage_id);
+    let instance = d.instance_ids[0];
+    with_browser(&d.app.base_url, "confirm_fits", |b| async move {
+        b.goto(&stage).await;
+        b.login("admin", ADMIN_PASSWORD).await;
+        let row = format!("tr[data-instance-id='{instance}'] details.confirm");
+        for (width, height) in [(360, 640), (1280, 800)] {
+            b.resize(width, height).await;
+            b.click(&format!("{row} summary")).await;
+            let inside = b
+                .eval(&format!(
+                    "const box = document.querySelector(\"{row} .confirm-form\").getBoundingClientRect(); \
+                     return [box.left >= 0, box.top >= 0, box.right <= window.innerWidth, box.bottom <= window.innerHeight, box.width > 100];"
+                ))
+                .await;
+            assert_eq!(inside, json!([true, true, true, true, true]), "at {width}x{height}");
+            assert!(
+                b.find(&format!("{row} button[type=submit]"))
+                    .await
+                    .is_displayed()
+                    .await
+                    .unwrap()
+            );
+            b.click(&format!("{row} summary")).await;
+        }
+    })
+    .await;
+    d.app.stop().await;
 }
 
 #[tokio::test]
