@@ -35,11 +35,17 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct EventLogParams {
     /// Comma-separated severities (`debug`, `info`, `warn`, `error`); any when absent.
-    #[param(example = "warn,error")]
+    #[param(
+        example = "warn,error",
+        pattern = "^ *((debug|info|warn|error) *)?(, *((debug|info|warn|error) *)?)*$"
+    )]
     pub severity: Option<String>,
     /// Comma-separated sources (`poller`, `deployer`, `docker`, `proxy`, `stale`, `api`, `auth`,
     /// `system`); any when absent.
-    #[param(example = "poller,deployer")]
+    #[param(
+        example = "poller,deployer",
+        pattern = "^ *((poller|deployer|docker|proxy|stale|api|auth|system) *)?(, *((poller|deployer|docker|proxy|stale|api|auth|system) *)?)*$"
+    )]
     pub source: Option<String>,
     /// Only events about this project.
     #[param(value_type = Option<i64>, minimum = 1)]

@@ -141,7 +141,10 @@ pub struct InstanceListParams {
     #[param(value_type = Option<i64>, minimum = 1)]
     pub stage_id: Option<String>,
     /// `pending`, `deploying`, `running`, `stopped`, `failed`, `missing` or `removing`.
-    #[param(example = "running")]
+    #[param(
+        example = "running",
+        pattern = "^ *(pending|deploying|running|stopped|failed|missing|removing)? *$"
+    )]
     pub status: Option<String>,
 }
 
