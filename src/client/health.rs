@@ -51,11 +51,11 @@ pub fn check(url: &str) -> Result<String, HealthError> {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(io)?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: docker-watcher-healthcheck\r\n\r\n"
-    )
-    .map_err(io)?;
+    // One write: a request split over several segments can be answered (and the connection
+    // closed) before its end arrives, and the unread rest then resets the connection.
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: docker-watcher-healthcheck\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(io)?;
     // The status line is all we need; /healthz answers a few bytes.
     let mut head = Vec::with_capacity(256);
     let mut buf = [0u8; 256];
@@ -116,8 +116,15 @@ mod tests {
             let addr = listener.local_addr().unwrap();
             std::thread::spawn(move || {
                 let (mut conn, _) = listener.accept().unwrap();
-                let mut buf = [0u8; 1024];
-                let _ = conn.read(&mut buf);
+                // Read the whole request before answering, as a server does: closing with
+                // unread bytes resets the connection, and the answer may be lost.
+                let (mut request, mut buf) = (Vec::new(), [0u8; 1024]);
+                while !request.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
                 conn.write_all(answer.as_bytes()).unwrap();
             });
             format!("http://{addr}/healthz")
