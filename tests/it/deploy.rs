@@ -301,7 +301,9 @@ async fn a_failing_image_leaves_the_old_instance_serving_with_one_error_each() {
     let admin = app.admin().await;
     push_image(&repo, "v1", Variant::Web, "good build").await;
     let project_id = create_project(&admin, &repo).await;
-    let stage_id = create_stage(&admin, project_id, "tag:v1", json!({})).await;
+    // Three seconds up before it counts as ready: an image that exits at once must not pass the
+    // gate on a loaded machine where its shell had not run yet after one second.
+    let stage_id = create_stage(&admin, project_id, "tag:v1", json!({"min_ready_seconds": 3})).await;
     let good = deploy_ok(&admin, stage_id, "v1").await;
     let store = app.app().state().store.clone();
 

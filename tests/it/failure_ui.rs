@@ -22,7 +22,9 @@ async fn a_failed_digest_is_shown_blocked_with_why_polls_warn_and_retry_deploys_
     let good = push_image(&repo, "v1", Variant::Web, "good").await;
     let broken = push_image(&repo, "v1", Variant::Exit1, "broken").await;
     let project_id = create_project(&admin, &repo).await;
-    let stage_id = create_stage(&admin, project_id, "tag:v1", json!({})).await;
+    // Three seconds up before it counts as ready: an image that exits at once must not pass the
+    // gate on a loaded machine where its shell had not run yet after one second.
+    let stage_id = create_stage(&admin, project_id, "tag:v1", json!({"min_ready_seconds": 3})).await;
     let (status, deployment) = deploy(&admin, stage_id, json!({"tag": "v1"})).await;
     assert_eq!(
         (status, &deployment["status"]),

@@ -187,7 +187,9 @@ async fn an_instance_whose_deploy_failed_is_never_called_never_ran_on_the_stale_
     let admin = app.admin().await;
     push_image(&repo, "v1", Variant::Exit1, "starts and exits").await;
     let project_id = create_project(&admin, &repo).await;
-    let stage_id = create_stage(&admin, project_id, "tag:v1", json!({})).await;
+    // Three seconds up before it counts as ready: an image that exits at once must not pass the
+    // gate on a loaded machine where its shell had not run yet after one second.
+    let stage_id = create_stage(&admin, project_id, "tag:v1", json!({"min_ready_seconds": 3})).await;
     let (status, deployment) = deploy(&admin, stage_id, json!({"tag": "v1"})).await;
     assert_eq!(deployment["status"], "failed", "{status} {deployment}");
     let instance = deployment["instance_id"].as_i64().unwrap();
