@@ -438,8 +438,8 @@ impl Poller {
     ///
     /// A registry may notify before the push is visible: distribution sends its event when the
     /// manifest is stored, a moment before it links the tag to it. So while a pushed tag is not
-    /// listed yet, or still resolves to another digest than the one pushed, the project is polled
-    /// again, a few times over about five seconds.
+    /// listed yet, or still resolves to another digest than the one pushed, or the registry
+    /// answers an error, the project is polled again, a few times over about five seconds.
     pub fn poll_project_in_background(&self, project_id: i64, pushes: Vec<Push>) {
         let poller = self.clone();
         self.parts().tracker.spawn(async move {
@@ -469,8 +469,16 @@ impl Poller {
                                 "webhook poll"
                             );
                         }
-                        // Failures are reported by the poll itself; retrying them is the
-                        // backoff's business, not this loop's.
+                        // A registry error right after a push is often the push itself: a
+                        // registry reading a tag link while it is being written answers 500.
+                        // The push is known to exist, so it is tried again over the settle
+                        // delays (the poll reports the failure itself, once per outage).
+                        Err(e @ PollError::Registry { .. }) => {
+                            tracing::info!(project_id, stage_id, error = %e, "webhook poll failed; trying again");
+                            settled = false;
+                        }
+                        // Anything else (a rate limit's wait, a stage gone) is not helped by
+                        // trying again now; the schedule and the backoff take it from here.
                         Err(e) => {
                             tracing::info!(project_id, stage_id, error = %e, "webhook poll failed");
                             return;
