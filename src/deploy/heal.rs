@@ -187,7 +187,11 @@ impl Deployer {
                 format!(
                     "{gone}; the stage healed by recreating {} ({}) as instance {instance_id}",
                     lost.image_tag,
-                    short_digest(lost)
+                    // Healing needs a digest, so the lost instance has a valid one.
+                    lost.image_digest
+                        .as_deref()
+                        .and_then(|d| Digest::parse(d).ok())
+                        .map_or_else(String::new, |d| d.short().to_owned())
                 ),
             )
             .detail("healed_by", "recreate")
@@ -220,10 +224,4 @@ impl Deployer {
             .recorded();
         self.deps().bus.publish(event).await;
     }
-}
-
-/// `sha256:0123456789ab`: the first 12 hex digits, how messages name a digest.
-fn short_digest(instance: &Instance) -> String {
-    let digest = instance.image_digest.as_deref().unwrap_or_default();
-    digest.get(..19).unwrap_or(digest).to_owned()
 }

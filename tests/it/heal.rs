@@ -133,8 +133,8 @@ async fn a_stage_whose_container_is_removed_from_outside_recreates_it_and_says_s
         message.contains(&format!("instance {lost}"))
             && message.contains("removed outside docker-watcher")
             && message.contains(&format!(
-                "recreating v1 ({}",
-                &first["image_digest"].as_str().unwrap()[..19]
+                "recreating v1 ({})",
+                &first["image_digest"].as_str().unwrap()[7..19]
             ))
             && message.contains(&format!("as instance {}", healed["id"])),
         "{message}"
