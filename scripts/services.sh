@@ -107,15 +107,24 @@ start_detached() {
     local log_file=$1 pid_file=$2
     shift 2
     [[ -f $log_file ]] && mv -f "$log_file" "$log_file.1"
+    # A pid file left by an earlier run (a reboot, a restored machine image) would pass for the
+    # new process until that one writes its own.
+    rm -f "$pid_file"
     # shellcheck disable=SC2016 # expanded by the inner bash, on purpose.
     setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pid_file" "$@" >>"$log_file" 2>&1 </dev/null 9>&- &
-    # Wait for the pid file so callers can watch the process at once.
-    local i
+    # Wait for the pid file, then for the exec: until then the process is still named `bash`,
+    # and a caller watching it by name (process_is_live) would take it for one that exited.
+    local i pid
     for ((i = 0; i < 50; i++)); do
-        [[ -s $pid_file ]] && return 0
+        [[ -s $pid_file ]] && break
         sleep 0.1
     done
-    die "could not start $1 (no pid file $pid_file)"
+    [[ -s $pid_file ]] || die "could not start $1 (no pid file $pid_file)"
+    pid=$(<"$pid_file")
+    for ((i = 0; i < 100; i++)); do
+        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == bash ]] || return 0
+        sleep 0.05
+    done
 }
 
 # Writes $2 to file $1 (mode $3) only when the content differs; true when it changed.
