@@ -130,6 +130,7 @@ async fn run() -> anyhow::Result<()> {
                     min_release_age: None,
                     container: ContainerSpec::default(),
                     hooks: Default::default(),
+                    strategy: Default::default(),
                     secret_env: Default::default(),
                 },
                 now,

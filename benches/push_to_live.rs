@@ -220,6 +220,7 @@ async fn measure(app: &App, image: &str, builds: &[(String, String)]) -> anyhow:
                     ..ContainerSpec::default()
                 },
                 hooks: Default::default(),
+                strategy: Default::default(),
                 secret_env: Default::default(),
             },
             now,

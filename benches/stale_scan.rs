@@ -88,6 +88,7 @@ async fn fresh_store(dir: &std::path::Path) -> (Store, Project, Stage) {
                 min_release_age: None,
                 container: ContainerSpec::default(),
                 hooks: Default::default(),
+                strategy: Default::default(),
                 secret_env: Default::default(),
             },
             now,

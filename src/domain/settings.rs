@@ -22,6 +22,9 @@ pub struct Settings {
     /// Host directories stages may bind-mount (SPEC §3 "Workloads"); empty: none. Never `/`
     /// nor the Docker socket.
     pub allowed_bind_paths: Vec<String>,
+    /// How long the proxy holds a `stop_first` stage's request while its instance is replaced
+    /// before it answers 503 with `Retry-After`.
+    pub proxy_hold_seconds: u32,
 }
 
 /// A key that was refused, and why.
@@ -51,13 +54,14 @@ impl Default for Settings {
             base_domain: None,
             deploy_health_timeout_seconds: 60,
             allowed_bind_paths: Vec::new(),
+            proxy_hold_seconds: 30,
         }
     }
 }
 
 impl Settings {
     /// Every key, in the order the API lists them.
-    pub const KEYS: [&'static str; 7] = [
+    pub const KEYS: [&'static str; 8] = [
         "stale_threshold_days",
         "stale_scan_interval",
         "default_poll_schedule",
@@ -65,6 +69,7 @@ impl Settings {
         "base_domain",
         "deploy_health_timeout_seconds",
         "allowed_bind_paths",
+        "proxy_hold_seconds",
     ];
 
     /// How often the stale scanner runs: the setting, or `max(1h, threshold / 7)`.
@@ -88,6 +93,7 @@ impl Settings {
             "base_domain" => opt_string(self.base_domain.as_ref()),
             "deploy_health_timeout_seconds" => Value::from(self.deploy_health_timeout_seconds),
             "allowed_bind_paths" => Value::from(self.allowed_bind_paths.clone()),
+            "proxy_hold_seconds" => Value::from(self.proxy_hold_seconds),
             _ => return None,
         })
     }
@@ -124,6 +130,9 @@ impl Settings {
             }
             "allowed_bind_paths" => {
                 self.allowed_bind_paths = path_list(key, value)?;
+            }
+            "proxy_hold_seconds" => {
+                self.proxy_hold_seconds = int_in_range(key, value, 1, 300)?;
             }
             _ => {
                 return Err(SettingError::new(
@@ -233,6 +242,28 @@ mod tests {
         assert_eq!(s["base_domain"], Value::Null);
         assert_eq!(s["deploy_health_timeout_seconds"], json!(60));
         assert_eq!(s["allowed_bind_paths"], json!([]));
+        assert_eq!(s["proxy_hold_seconds"], json!(30));
+    }
+
+    #[test]
+    fn the_proxy_hold_lasts_from_one_second_to_five_minutes() {
+        let s = Settings::default();
+        let (next, changed) = s.patched(&patch(json!({"proxy_hold_seconds": 300}))).unwrap();
+        assert_eq!(
+            (next.proxy_hold_seconds, changed),
+            (300, vec!["proxy_hold_seconds".to_owned()])
+        );
+        for bad in [
+            json!(0),
+            json!(301),
+            json!(-1),
+            json!("30"),
+            json!(1.5),
+            Value::Null,
+        ] {
+            let err = s.patched(&patch(json!({"proxy_hold_seconds": bad}))).unwrap_err();
+            assert_eq!(err.key, "proxy_hold_seconds");
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub struct Stage {
     pub min_release_age: Option<HumanDuration>,
     pub container: ContainerSpec,
     pub hooks: Hooks,
+    pub strategy: DeployStrategy,
     /// The names of the stage's secret environment variables; their values stay sealed in the
     /// store and are opened only to start a container.
     pub secret_env_keys: Vec<String>,
@@ -57,6 +58,7 @@ pub struct NewStage {
     pub min_release_age: Option<HumanDuration>,
     pub container: ContainerSpec,
     pub hooks: Hooks,
+    pub strategy: DeployStrategy,
     /// Secret environment variables, sealed.
     pub secret_env: BTreeMap<String, SealedSecret>,
 }
@@ -73,10 +75,59 @@ pub struct StagePatch {
     pub min_release_age: Option<Option<HumanDuration>>,
     pub container: Option<ContainerSpec>,
     pub hooks: Option<Hooks>,
+    pub strategy: Option<DeployStrategy>,
     /// Secret variables to set or replace (`Some`, sealed) or remove (`None`); keys not named
     /// are kept. Only keys whose value really changes belong here: each entry counts as a
     /// change of configuration.
     pub secret_env: BTreeMap<String, Option<SealedSecret>>,
+}
+
+/// How a deploy replaces a stage's running instance (SPEC §3 "Workloads").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployStrategy {
+    /// Start the new instance, pass its health gate, switch, then stop the old one: two
+    /// instances run side by side for a moment, and no request ever waits.
+    #[default]
+    StartFirst,
+    /// Hold the stage's new requests in the proxy, stop the old instance, start the new one and
+    /// pass its health gate, then release them to it: for applications that must never run
+    /// twice (a SQLite file in a volume, a singleton worker).
+    StopFirst,
+}
+
+impl DeployStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StartFirst => "start_first",
+            Self::StopFirst => "stop_first",
+        }
+    }
+
+    /// `start_first` or `stop_first`.
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        match raw {
+            "start_first" => Ok(Self::StartFirst),
+            "stop_first" => Ok(Self::StopFirst),
+            _ => Err(ParseError::new(format!(
+                "'{raw}' is not a deploy strategy: start_first or stop_first"
+            ))),
+        }
+    }
+}
+
+impl std::str::FromStr for DeployStrategy {
+    type Err = ParseError;
+
+    fn from_str(raw: &str) -> Result<Self, ParseError> {
+        Self::parse(raw)
+    }
+}
+
+impl std::fmt::Display for DeployStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl NewStage {
@@ -320,6 +371,17 @@ impl ContainerSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strategies_read_back_as_they_are_written_and_nothing_else_parses() {
+        for strategy in [DeployStrategy::StartFirst, DeployStrategy::StopFirst] {
+            assert_eq!(DeployStrategy::parse(strategy.as_str()).unwrap(), strategy);
+        }
+        assert_eq!(DeployStrategy::default(), DeployStrategy::StartFirst);
+        for bad in ["", "stop-first", "Stop_First", "rolling"] {
+            assert!(DeployStrategy::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_default_spec_is_valid() {

@@ -80,6 +80,7 @@ impl Kind {
                 "min_release_age",
                 "container",
                 "hooks",
+                "strategy",
             ],
             Kind::Proxy => &["name", "target_url", "preserve_host", "enabled"],
             Kind::Channel => &["kind", "enabled", "settings", "rule"],

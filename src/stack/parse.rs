@@ -42,7 +42,7 @@ use crate::domain::project::{parse_project_image, parse_registry_username};
 use crate::domain::proxy::{TargetUrl, parse_proxy_name};
 use crate::domain::schedule::Schedule;
 use crate::domain::settings::Settings;
-use crate::domain::stage::{ContainerSpec, NewStage, check_secret_env, parse_max_instances};
+use crate::domain::stage::{ContainerSpec, DeployStrategy, NewStage, check_secret_env, parse_max_instances};
 use crate::domain::tag_policy::TagPolicy;
 use crate::domain::workload::Hooks;
 
@@ -95,6 +95,9 @@ struct StageEntry {
     container: Option<toml::Table>,
     #[serde(default)]
     hooks: Option<toml::Table>,
+    /// `start_first` (the default) or `stop_first`.
+    #[serde(default)]
+    strategy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,6 +316,8 @@ fn stage_resource(
         .map(HumanDuration::parse)
         .transpose();
     let min_release_age = reader.field(&at("min_release_age"), min_release_age)?;
+    let strategy = entry.strategy.as_deref().map(DeployStrategy::parse).transpose();
+    let strategy = reader.field(&at("strategy"), strategy)?.unwrap_or_default();
     let mut table = entry.container.clone().unwrap_or_default();
     let secret_env = table.remove("secret_env");
     let spec: ContainerSpec = toml::Value::Table(table)
@@ -368,6 +373,7 @@ fn stage_resource(
         json!(min_release_age.map(|d| d.to_string())),
     );
     fields.insert("container".into(), container);
+    fields.insert("strategy".into(), json!(strategy.as_str()));
     let hooks: Hooks = toml::Value::Table(entry.hooks.clone().unwrap_or_default())
         .try_into()
         .map_err(|e: toml::de::Error| reader.error_at(&at("hooks"), e.message().trim().to_owned()))?;
@@ -573,6 +579,23 @@ target_url = "http://127.0.0.1:3000"
                 .map(|l| l.line),
             Some(13)
         );
+    }
+
+    #[test]
+    fn a_stage_s_strategy_defaults_to_start_first_and_only_the_two_names_read() {
+        let stack = parse("stack.toml", GOOD, &vars(&[("SHOP_PW", "pw")])).unwrap();
+        assert_eq!(stack.resources[3].fields["strategy"], "start_first");
+        let stop_first = GOOD.replace(
+            "auto_deploy = false",
+            "auto_deploy = false\nstrategy = \"stop_first\"",
+        );
+        let stack = parse("stack.toml", &stop_first, &vars(&[("SHOP_PW", "pw")])).unwrap();
+        assert_eq!(stack.resources[2].fields["strategy"], "stop_first");
+        let err = error(&GOOD.replace(
+            "auto_deploy = false",
+            "auto_deploy = false\nstrategy = \"rolling\"",
+        ));
+        assert_eq!(err.location.path, "projects.shop.stages.dev.strategy");
     }
 
     fn error(text: &str) -> StackError {

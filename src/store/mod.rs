@@ -293,6 +293,7 @@ pub(crate) mod testing {
             min_release_age: None,
             container: ContainerSpec::default(),
             hooks: Default::default(),
+            strategy: Default::default(),
             secret_env: Default::default(),
         }
     }

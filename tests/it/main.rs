@@ -36,6 +36,7 @@ mod settings;
 mod stages;
 mod stale;
 mod startup;
+mod stop_first;
 mod sync;
 mod systemd;
 mod testenv;

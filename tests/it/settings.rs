@@ -23,6 +23,7 @@ async fn a_viewer_reads_the_default_settings() {
             "base_domain": null,
             "deploy_health_timeout_seconds": 60,
             "allowed_bind_paths": [],
+            "proxy_hold_seconds": 30,
         })
     );
     app.stop().await;
@@ -87,6 +88,8 @@ async fn an_unknown_key_or_a_bad_value_is_a_400_naming_it_and_changes_nothing() 
             json!({"deploy_health_timeout_seconds": 3601}),
             "deploy_health_timeout_seconds",
         ),
+        (json!({"proxy_hold_seconds": 0}), "proxy_hold_seconds"),
+        (json!({"proxy_hold_seconds": 301}), "proxy_hold_seconds"),
         (json!({"stale_scan_interval": "soon"}), "stale_scan_interval"),
         (
             json!({"default_poll_schedule": "every now and then"}),

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{ApiClient, assert_field_error, spawn_app};
 
-const STAGE_FIELDS: [&str; 15] = [
+const STAGE_FIELDS: [&str; 16] = [
     "id",
     "project_id",
     "name",
@@ -21,6 +21,7 @@ const STAGE_FIELDS: [&str; 15] = [
     "min_release_age",
     "container",
     "hooks",
+    "strategy",
     "current_instance_id",
     "available_tag",
     "created_at",

@@ -216,6 +216,7 @@ async fn a_refused_form_comes_back_with_the_error_next_to_its_field() {
                 ("default_poll_schedule", "@every 5m"),
                 ("event_retention_days", "30"),
                 ("deploy_health_timeout_seconds", "60"),
+                ("proxy_hold_seconds", "30"),
             ],
         )
         .await;

@@ -13,7 +13,7 @@ use crate::domain::duration::HumanDuration;
 use crate::domain::hostname::Hostname;
 use crate::domain::name::Name;
 use crate::domain::schedule::Schedule;
-use crate::domain::stage::{ContainerSpec, NewStage, Stage, StagePatch};
+use crate::domain::stage::{ContainerSpec, DeployStrategy, NewStage, Stage, StagePatch};
 use crate::domain::tag_policy::TagPolicy;
 use crate::domain::workload::Hooks;
 
@@ -26,7 +26,7 @@ const TABLE: &str = "stages";
 macro_rules! stage_columns {
     () => {
         "id, project_id, name, tag_policy, schedule, auto_deploy, hostname, max_instances, min_release_age, \
-         container, hooks, config_revision, current_instance_id, available_tag, created_at, updated_at"
+         container, hooks, strategy, config_revision, current_instance_id, available_tag, created_at, updated_at"
     };
 }
 
@@ -43,6 +43,7 @@ struct StageRow {
     min_release_age: Option<String>,
     container: String,
     hooks: String,
+    strategy: String,
     config_revision: i64,
     current_instance_id: Option<i64>,
     available_tag: Option<String>,
@@ -82,6 +83,7 @@ impl StageRow {
                 table: TABLE,
                 message: format!("hooks: {e}"),
             })?,
+            strategy: parse_col::<DeployStrategy>(TABLE, &self.strategy)?,
             secret_env_keys,
             config_revision: self.config_revision,
             current_instance_id: self.current_instance_id,
@@ -103,6 +105,7 @@ struct StageValues {
     min_release_age: Option<String>,
     container: String,
     hooks: String,
+    strategy: &'static str,
 }
 
 impl StageValues {
@@ -117,6 +120,7 @@ impl StageValues {
         min_release_age: Option<&HumanDuration>,
         container: &ContainerSpec,
         hooks: &Hooks,
+        strategy: DeployStrategy,
     ) -> StoreResult<Self> {
         let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt {
             table: TABLE,
@@ -133,6 +137,7 @@ impl StageValues {
             // Serializing a plain struct cannot fail; the mapping only keeps this free of unwraps.
             container: serde_json::to_string(container).map_err(|e| corrupt("container spec", e))?,
             hooks: serde_json::to_string(hooks).map_err(|e| corrupt("hooks", e))?,
+            strategy: strategy.as_str(),
         })
     }
 }
@@ -194,6 +199,7 @@ impl Store {
             new.min_release_age.as_ref(),
             &new.container,
             &new.hooks,
+            new.strategy,
         )?;
         let mut tx = self.write_tx().await?;
         if !project_exists(&mut tx, project_id).await? {
@@ -201,8 +207,8 @@ impl Store {
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO stages (project_id, name, tag_policy, schedule, auto_deploy, hostname, max_instances, \
-             min_release_age, container, hooks, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             min_release_age, container, hooks, strategy, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(project_id)
         .bind(&values.name)
@@ -214,6 +220,7 @@ impl Store {
         .bind(&values.min_release_age)
         .bind(&values.container)
         .bind(&values.hooks)
+        .bind(values.strategy)
         .bind(ts(now))
         .bind(ts(now))
         .fetch_one(&mut *tx)
@@ -277,7 +284,7 @@ impl Store {
 
     /// Applies a partial update; a changed hostname moves the stage's claim in the same
     /// transaction (the old name is released only if the new one can be claimed). A change of
-    /// what its containers are made of (the container spec, a secret, the hooks) bumps
+    /// what its containers are made of (the container spec, a secret, the hooks, the strategy) bumps
     /// `config_revision`.
     pub async fn update_stage(&self, id: i64, patch: &StagePatch, now: DateTime<Utc>) -> StoreResult<Stage> {
         let mut tx = self.write_tx().await?;
@@ -302,13 +309,15 @@ impl Store {
                 .map_or(current.min_release_age.as_ref(), Option::as_ref),
             patch.container.as_ref().unwrap_or(&current.container),
             patch.hooks.as_ref().unwrap_or(&current.hooks),
+            patch.strategy.unwrap_or(current.strategy),
         )?;
         let reconfigured = patch.container.as_ref().is_some_and(|c| *c != current.container)
             || patch.hooks.as_ref().is_some_and(|h| *h != current.hooks)
+            || patch.strategy.is_some_and(|s| s != current.strategy)
             || !patch.secret_env.is_empty();
         sqlx::query(
             "UPDATE stages SET name = ?, tag_policy = ?, schedule = ?, auto_deploy = ?, hostname = ?, \
-             max_instances = ?, min_release_age = ?, container = ?, hooks = ?, updated_at = ?, \
+             max_instances = ?, min_release_age = ?, container = ?, hooks = ?, strategy = ?, updated_at = ?, \
              config_revision = config_revision + ? WHERE id = ?",
         )
         .bind(&values.name)
@@ -320,6 +329,7 @@ impl Store {
         .bind(&values.min_release_age)
         .bind(&values.container)
         .bind(&values.hooks)
+        .bind(values.strategy)
         .bind(ts(now))
         .bind(i64::from(reconfigured))
         .bind(id)

@@ -399,7 +399,7 @@ async fn only_an_instance_of_the_stage_can_become_its_current_one() {
 }
 
 #[tokio::test]
-async fn a_change_of_the_spec_or_the_hooks_bumps_the_revision_and_others_do_not() {
+async fn a_change_of_the_spec_the_hooks_or_the_strategy_bumps_the_revision_and_others_do_not() {
     let (store, _dir) = temp_store().await;
     let project = store.insert_project(&new_project("shop"), at(0)).await.unwrap();
     let stage = store
@@ -435,5 +435,20 @@ async fn a_change_of_the_spec_or_the_hooks_bumps_the_revision_and_others_do_not(
             .unwrap()
             .config_revision,
         3
+    );
+    let stop_first = StagePatch {
+        strategy: Some(crate::domain::stage::DeployStrategy::StopFirst),
+        ..Default::default()
+    };
+    let stage = store.update_stage(stage.id, &stop_first, at(5)).await.unwrap();
+    assert_eq!(
+        (stage.config_revision, stage.strategy),
+        (4, crate::domain::stage::DeployStrategy::StopFirst),
+        "a new strategy is a new configuration"
+    );
+    let stage = store.update_stage(stage.id, &stop_first, at(6)).await.unwrap();
+    assert_eq!(
+        stage.config_revision, 4,
+        "the same strategy again changes nothing"
     );
 }

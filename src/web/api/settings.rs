@@ -50,6 +50,10 @@ pub struct SettingsDocument {
     /// under one); empty: no bind mounts. `/` and the Docker socket are never allowed.
     #[schema(example = json!(["/srv/apps"]))]
     pub allowed_bind_paths: Vec<String>,
+    /// How long the proxy holds a request to a `stop_first` stage while its instance is
+    /// replaced, in seconds; past it the request gets 503 with `Retry-After`. 1 to 300.
+    #[schema(example = 30, minimum = 1, maximum = 300)]
+    pub proxy_hold_seconds: u32,
 }
 
 /// Every setting with its current value.

@@ -30,7 +30,7 @@ use crate::domain::hostname::Hostname;
 use crate::domain::instance::InstanceFilter;
 use crate::domain::name::Name;
 use crate::domain::schedule::Schedule;
-use crate::domain::stage::{NewStage, Stage, StagePatch, parse_max_instances};
+use crate::domain::stage::{DeployStrategy, NewStage, Stage, StagePatch, parse_max_instances};
 use crate::domain::tag_policy::TagPolicy;
 use crate::domain::user::Role;
 use crate::domain::workload::Hooks;
@@ -71,6 +71,11 @@ pub struct StageResponse {
     /// Commands run in one-off containers of the new image: `pre_deploy` before the new
     /// instance takes traffic (its failure fails the deploy), `post_deploy` after the switch.
     pub hooks: Hooks,
+    /// How a deploy replaces the running instance: `start_first` (the new one passes its
+    /// health gate before the old one stops) or `stop_first` (the proxy holds the stage's
+    /// requests while the old one stops and the new one starts; for apps that must never run
+    /// twice).
+    pub strategy: DeployStrategy,
     #[schema(required = true)]
     pub current_instance_id: Option<i64>,
     /// The newest tag the policy selected, deployed or not.
@@ -103,6 +108,7 @@ impl StageResponse {
             min_release_age: stage.min_release_age.as_ref().map(ToString::to_string),
             container: ContainerResponse::new(&stage.container, &stage.secret_env_keys, reveal_env),
             hooks: stage.hooks.clone(),
+            strategy: stage.strategy,
             current_instance_id: stage.current_instance_id,
             available_tag: stage.available_tag.clone(),
             created_at: stage.created_at,
@@ -146,6 +152,10 @@ pub struct StageCreateRequest {
     /// Default: no hooks.
     #[serde(default)]
     pub hooks: Option<Hooks>,
+    /// Default `start_first`.
+    #[serde(default)]
+    #[schema(value_type = Option<DeployStrategy>)]
+    pub strategy: Option<String>,
 }
 
 fn default_auto_deploy() -> bool {
@@ -189,6 +199,9 @@ pub struct StagePatchRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Hooks>)]
     pub hooks: Option<Option<Hooks>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = DeployStrategy)]
+    pub strategy: Option<Option<String>>,
 }
 
 impl StagePatchRequest {
@@ -204,6 +217,7 @@ impl StagePatchRequest {
             ("min_release_age", self.min_release_age.is_some()),
             ("container", self.container.is_some()),
             ("hooks", self.hooks.is_some()),
+            ("strategy", self.strategy.is_some()),
         ]
         .into_iter()
         .filter_map(|(field, given)| given.then_some(field))
@@ -314,6 +328,13 @@ pub(crate) async fn project_stages_post(
             .field("min_release_age")?,
         container,
         hooks: body.hooks.map(checked_hooks).transpose()?.unwrap_or_default(),
+        strategy: body
+            .strategy
+            .as_deref()
+            .map(DeployStrategy::parse)
+            .transpose()
+            .field("strategy")?
+            .unwrap_or_default(),
         // Nothing to remove yet: `null`s are dropped.
         secret_env: sealed_changes(secret_env, &Default::default(), &state.secrets)
             .into_iter()
@@ -444,6 +465,11 @@ pub(crate) async fn stage_patch(
             .field("min_release_age")?,
         container,
         hooks: not_null("hooks", body.hooks)?.map(checked_hooks).transpose()?,
+        strategy: not_null("strategy", body.strategy)?
+            .as_deref()
+            .map(DeployStrategy::parse)
+            .transpose()
+            .field("strategy")?,
         secret_env,
     };
 

@@ -113,6 +113,11 @@ fn describe(key: &str) -> (&'static str, &'static str, &'static str) {
             "number",
             "How long a deploy's health gate waits. 1 to 3600.",
         ),
+        "proxy_hold_seconds" => (
+            "Proxy hold (seconds)",
+            "number",
+            "How long a request to a stop-first stage waits while its instance is replaced; then 503. 1 to 300.",
+        ),
         "allowed_bind_paths" => (
             "Allowed bind paths",
             "text",

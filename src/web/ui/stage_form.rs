@@ -7,7 +7,7 @@
 use serde_json::{Map, Value, json};
 
 use super::form::{FormData, json_number};
-use crate::domain::stage::{ContainerSpec, Stage};
+use crate::domain::stage::{ContainerSpec, DeployStrategy, Stage};
 use crate::domain::workload::Hook;
 use crate::web::error::{WebError, WebResult};
 
@@ -21,6 +21,7 @@ pub const STAGE_FIELDS: &[&str] = &[
     "hostname",
     "max_instances",
     "min_release_age",
+    "strategy",
     "container.port",
     "container.env",
     "container.secret_env",
@@ -43,6 +44,12 @@ pub const STAGE_FIELDS: &[&str] = &[
     "hooks.post_deploy.timeout_seconds",
 ];
 
+/// The choices of the form's `strategy` input, as `(value, label)`.
+pub const STRATEGY_OPTIONS: &[(&str, &str)] = &[
+    ("start_first", "Start the new instance first"),
+    ("stop_first", "Stop the old instance first"),
+];
+
 /// What the stage form shows before anything is typed: a stage's values, or the defaults.
 #[derive(Debug, Clone)]
 pub struct StageFormValues {
@@ -53,6 +60,8 @@ pub struct StageFormValues {
     pub hostname: String,
     pub max_instances: String,
     pub min_release_age: String,
+    /// `start_first` or `stop_first`.
+    pub strategy: String,
     pub port: String,
     /// `KEY=value` lines.
     pub env: String,
@@ -83,6 +92,11 @@ pub struct StageFormValues {
 }
 
 impl StageFormValues {
+    /// The choices of the `strategy` input.
+    pub fn strategy_options(&self) -> &'static [(&'static str, &'static str)] {
+        STRATEGY_OPTIONS
+    }
+
     pub fn defaults() -> Self {
         let spec = ContainerSpec::default();
         Self {
@@ -93,6 +107,7 @@ impl StageFormValues {
             hostname: String::new(),
             max_instances: "10".into(),
             min_release_age: String::new(),
+            strategy: DeployStrategy::default().as_str().into(),
             port: spec.port.to_string(),
             env: String::new(),
             secret_env_keys: Vec::new(),
@@ -127,6 +142,7 @@ impl StageFormValues {
             hostname: opt(stage.hostname.as_ref().map(ToString::to_string)),
             max_instances: stage.max_instances.to_string(),
             min_release_age: opt(stage.min_release_age.as_ref().map(ToString::to_string)),
+            strategy: stage.strategy.as_str().into(),
             port: spec.port.to_string(),
             env: spec
                 .env
@@ -206,6 +222,9 @@ pub fn stage_json(form: &FormData, patch: bool) -> WebResult<Value> {
     }
     if let Some(max) = form.opt("max_instances") {
         body.insert("max_instances".into(), json_number(&max));
+    }
+    if let Some(strategy) = form.opt("strategy") {
+        body.insert("strategy".into(), Value::from(strategy));
     }
 
     let mut container = Map::new();
