@@ -224,6 +224,7 @@ impl ContainerEngine for FakeEngine {
     async fn logs(&self, _id: &str, _tail: u32) -> Result<Vec<LogLine>, DockerError> {
         Ok(vec![LogLine {
             stream: LogStream::Stdout,
+            time: None,
             text: "hello".into(),
         }])
     }

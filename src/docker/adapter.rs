@@ -25,8 +25,9 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::engine::{
     ContainerDetails, ContainerEngine, ContainerState, ContainerSummary, CreateContainer, EngineEvent,
-    EngineEventKind, HealthState, LogLine, LogStream, PullAuth, labels,
+    EngineEventKind, HealthState, LogLine, PullAuth, labels,
 };
+use super::logs::{LineSplitter, lines_of};
 use super::resources::{engine_mounts, engine_network, engine_restart_policy};
 use super::{DockerEngine, DockerError, Operation, REQUEST_TIMEOUT};
 
@@ -185,7 +186,7 @@ impl ContainerEngine for DockerEngine {
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
-            .timestamps(false)
+            .timestamps(true)
             .tail(&tail.to_string())
             .build();
         let frames: Vec<LogOutput> = client
@@ -193,7 +194,47 @@ impl ContainerEngine for DockerEngine {
             .try_collect()
             .await
             .map_err(DockerError::from_bollard)?;
-        Ok(log_lines(frames))
+        Ok(lines_of(frames))
+    }
+
+    fn follow_logs(&self, id: &str, tail: u32) -> BoxStream<'static, Result<LogLine, DockerError>> {
+        let client = match self.call(Operation::Logs) {
+            Ok(client) => client,
+            Err(error) => return stream::once(async move { Err(error) }).boxed(),
+        };
+        let options = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .tail(&tail.to_string())
+            .build();
+        let frames = client.logs(id, Some(options)).boxed();
+        // Each frame yields the lines it finishes; the end of the stream flushes the rest.
+        stream::unfold(Some((frames, LineSplitter::default())), |state| async move {
+            let (mut frames, mut splitter) = state?;
+            loop {
+                match frames.next().await {
+                    Some(Ok(frame)) => {
+                        let lines = splitter.push(frame);
+                        if !lines.is_empty() {
+                            let batch = lines.into_iter().map(Ok).collect::<Vec<_>>();
+                            return Some((stream::iter(batch), Some((frames, splitter))));
+                        }
+                    }
+                    Some(Err(error)) => {
+                        let batch = vec![Err(DockerError::from_bollard(error))];
+                        return Some((stream::iter(batch), None));
+                    }
+                    None => {
+                        let batch = splitter.finish().into_iter().map(Ok).collect::<Vec<_>>();
+                        return Some((stream::iter(batch), None));
+                    }
+                }
+            }
+        })
+        .flatten()
+        .boxed()
     }
 
     /// `Ok(true)`: the image is gone from the engine — removed now, or already absent (a 404
@@ -498,23 +539,6 @@ fn engine_event(message: EventMessage) -> Option<EngineEvent> {
 
 /// Log frames into lines. Without a TTY each frame is one write of the container (one line with
 /// the json-file driver); splitting anyway keeps a multi-line frame readable.
-fn log_lines(frames: Vec<LogOutput>) -> Vec<LogLine> {
-    let mut lines = Vec::new();
-    for frame in frames {
-        let (stream, message) = match frame {
-            LogOutput::StdOut { message } | LogOutput::Console { message } => (LogStream::Stdout, message),
-            LogOutput::StdErr { message } => (LogStream::Stderr, message),
-            LogOutput::StdIn { .. } => continue,
-        };
-        let text = String::from_utf8_lossy(&message);
-        lines.extend(text.lines().map(|line| LogLine {
-            stream,
-            text: line.to_owned(),
-        }));
-    }
-    lines
-}
-
 #[cfg(test)]
 mod tests {
     use bollard::models::{ContainerState as EngineState, EventActor, Health, PortSummary};
@@ -728,27 +752,5 @@ mod tests {
         assert_eq!(kind("create"), None);
         assert_eq!(kind("exec_start: sh -c true"), None);
         assert_eq!(kind("health_status: bogus"), None);
-    }
-
-    #[test]
-    fn log_frames_become_lines_by_stream() {
-        let frames = vec![
-            LogOutput::StdOut {
-                message: "one\n".into(),
-            },
-            LogOutput::StdErr {
-                message: "two\r\nthree\n".into(),
-            },
-        ];
-        let lines = log_lines(frames);
-        let texts: Vec<_> = lines.iter().map(|l| (l.stream, l.text.as_str())).collect();
-        assert_eq!(
-            texts,
-            [
-                (LogStream::Stdout, "one"),
-                (LogStream::Stderr, "two"),
-                (LogStream::Stderr, "three")
-            ]
-        );
     }
 }

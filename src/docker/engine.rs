@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use super::DockerError;
@@ -215,6 +216,8 @@ pub struct EngineEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
     pub stream: LogStream,
+    /// When the engine received it (absent when the engine did not stamp it).
+    pub time: Option<DateTime<Utc>>,
     pub text: String,
 }
 
@@ -243,6 +246,13 @@ pub trait ContainerEngine: Send + Sync + std::fmt::Debug {
     async fn list_managed(&self, installation_id: &str) -> Result<Vec<ContainerSummary>, DockerError>;
     /// The last `tail` lines of a container's output.
     async fn logs(&self, id: &str, tail: u32) -> Result<Vec<LogLine>, DockerError>;
+    /// The last `tail` lines of a container's output, then each new line as it is written.
+    /// Ends when the container stops (or is removed); an error ends it too. The default, for
+    /// fakes without output, ends at once.
+    fn follow_logs(&self, id: &str, tail: u32) -> BoxStream<'static, Result<LogLine, DockerError>> {
+        let _ = (id, tail);
+        futures::stream::empty().boxed()
+    }
     /// Removes an image unless a container still uses it; `Ok(false)` when in use.
     async fn remove_image_if_unused(&self, image_id: &str) -> Result<bool, DockerError>;
     /// The engine's event stream, filtered on this installation's label. Ends when the engine

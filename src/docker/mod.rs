@@ -13,6 +13,7 @@
 
 mod adapter;
 pub mod engine;
+mod logs;
 mod resources;
 
 use std::sync::Arc;

@@ -251,26 +251,26 @@ async fn the_event_log_and_its_stream_need_credentials() {
 
 /// One SSE message.
 #[derive(Debug, Clone)]
-struct Message {
-    id: Option<i64>,
-    event: Option<String>,
-    data: Value,
+pub struct Message {
+    pub id: Option<i64>,
+    pub event: Option<String>,
+    pub data: Value,
 }
 
-enum Next {
+pub enum Next {
     Message(Message),
     Quiet,
     Ended,
 }
 
-/// A client of the event stream that parses `id:`/`event:`/`data:` lines and skips comments.
-struct EventStreamClient {
+/// A client of an SSE stream (the event log, a container's logs) that parses `id:`/`event:`/`data:` lines and skips comments.
+pub struct EventStreamClient {
     body: BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
     buffer: Vec<u8>,
 }
 
 impl EventStreamClient {
-    async fn connect(client: &ApiClient, path: &str, last_event_id: Option<i64>) -> Self {
+    pub async fn connect(client: &ApiClient, path: &str, last_event_id: Option<i64>) -> Self {
         let mut request = client.request(reqwest::Method::GET, path);
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
@@ -289,7 +289,7 @@ impl EventStreamClient {
         }
     }
 
-    async fn next_within(&mut self, within: Duration) -> Next {
+    pub async fn next_within(&mut self, within: Duration) -> Next {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
@@ -307,7 +307,7 @@ impl EventStreamClient {
         }
     }
 
-    async fn expect_message(&mut self) -> Message {
+    pub async fn expect_message(&mut self) -> Message {
         match self.next_within(Duration::from_secs(10)).await {
             Next::Message(message) => message,
             Next::Quiet => panic!("no message within 10 s"),

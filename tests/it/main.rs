@@ -19,6 +19,7 @@ mod heal;
 mod helpers;
 mod image;
 mod instances;
+mod logs;
 mod notify;
 mod notify_ui;
 mod ops;

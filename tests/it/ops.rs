@@ -149,6 +149,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/instances/{id}/start"),
     ("post", "/api/instances/{id}/restart"),
     ("get", "/api/instances/{id}/logs"),
+    ("get", "/api/instances/{id}/logs/stream"),
     ("get", "/api/containers/stale"),
     ("post", "/api/containers/stale/scan"),
     ("post", "/api/containers/stale/{instance_id}/cleanup"),

@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::browser::{Browser, with_browser};
 use crate::deploy::{Cleanup, Variant, deploy_ok, push_image, registry, unique};
 use crate::helpers::{ADMIN_PASSWORD, spawn_app};
+use crate::logs::{tick_number, ticking};
 use crate::ui::{add_user, deployed};
 
 // ----- In a real browser ------------------------------------------------------------------------
@@ -83,6 +84,95 @@ async fn logging_in_shows_the_deployed_stage_and_a_deploy_from_its_page_goes_liv
     })
     .await;
     d.app.stop().await;
+}
+
+/// The texts of the log lines the panel shows (not hidden by the filter).
+async fn shown_log_lines(b: &Browser) -> Vec<String> {
+    let lines = b
+        .eval(
+            "return Array.from(document.querySelectorAll('#logs-lines .line')).filter(function (l) {
+               return !l.hidden;
+             }).map(function (l) { return l.getAttribute('data-text') || l.textContent; });",
+        )
+        .await;
+    serde_json::from_value(lines).unwrap_or_default()
+}
+
+/// The highest tick number among `lines`.
+fn last_tick(lines: &[String]) -> u64 {
+    lines.iter().filter_map(|l| tick_number(l)).max().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_instances_logs_follow_live_next_to_it_and_filter_as_you_type() {
+    let t = ticking().await;
+    let (stage_id, id) = (t.stage_id, t.instance_id);
+    with_browser(&t.app.base_url, "logs_follow", |b| async move {
+        b.goto("/").await;
+        b.login("admin", ADMIN_PASSWORD).await;
+        b.goto(&format!("/stages/{stage_id}?logs={id}#logs")).await;
+        b.mark_page().await;
+        b.wait_until("the panel to follow", || async {
+            b.exists("#logs[data-logs-following]").await
+        })
+        .await;
+        assert_eq!(
+            b.eval("return document.getElementById('logs-follow').checked;")
+                .await,
+            json!(true)
+        );
+        assert!(
+            b.exists(&format!("tr[data-instance-id='{id}'][data-logs-open]"))
+                .await
+        );
+        let first = last_tick(&shown_log_lines(&b).await);
+        b.wait_until("new lines to arrive without a reload", || async {
+            last_tick(&shown_log_lines(&b).await) >= first + 3
+        })
+        .await;
+        assert!(
+            b.exists("#logs-lines .line time[datetime]").await,
+            "lines carry their times"
+        );
+
+        // The filter hides the other lines as the user types, and the new ones too.
+        b.fill("#logs-filter", "WARN").await;
+        let shown = shown_log_lines(&b).await;
+        assert!(
+            !shown.is_empty() && shown.iter().all(|l| l.starts_with("warn ")),
+            "{shown:?}"
+        );
+        let count = shown.len();
+        b.wait_until("new matching lines to arrive filtered", || async {
+            let shown = shown_log_lines(&b).await;
+            shown.len() > count && shown.iter().all(|l| l.starts_with("warn "))
+        })
+        .await;
+        b.fill("#logs-filter", "").await;
+        assert!(
+            shown_log_lines(&b).await.iter().any(|l| l.starts_with("tick ")),
+            "clearing the filter shows every line again"
+        );
+
+        // Pausing stops the stream: no new lines while paused.
+        b.click("#logs-follow").await;
+        b.wait_for_text("#logs-state", "paused").await;
+        let paused = shown_log_lines(&b).await.len();
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        assert_eq!(
+            shown_log_lines(&b).await.len(),
+            paused,
+            "no lines arrive while paused"
+        );
+        assert_eq!(
+            b.eval("return document.querySelector('#logs a[download]').getAttribute('href');")
+                .await,
+            json!(format!("/instances/{id}/logs.txt"))
+        );
+        b.assert_not_reloaded().await;
+    })
+    .await;
+    t.app.stop().await;
 }
 
 #[tokio::test]

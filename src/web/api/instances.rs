@@ -1,6 +1,7 @@
 //! Instances: `GET /api/instances?project_id=&stage_id=&status=`, `GET /api/instances/{id}`,
 //! `POST /api/instances/{id}/stop|start|restart`, `DELETE /api/instances/{id}` and
-//! `GET /api/instances/{id}/logs?tail=200` (SPEC §5). An instance is one container deployed for
+//! `GET /api/instances/{id}/logs?tail=200` with its live twin `GET /api/instances/{id}/logs/stream`
+//! (SPEC §5; the reading itself is [`super::logs`]). An instance is one container deployed for
 //! a stage. Reading (and the logs) needs a viewer; the actions a member.
 //!
 //! The actions are the deployer's ([`crate::deploy::Deployer`]): they take the stage's lock, so
@@ -13,20 +14,22 @@
 //! of a per-tag stage (each one serves its own hostname).
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, Sse};
 use chrono::{DateTime, Utc};
+use futures::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::deployments::{in_range, positive_id, present};
+use super::deployments::{positive_id, present};
+use super::logs::{ContainerLogs, LogLineResponse, LogsParams};
 use super::projects::not_found_as;
 use super::stage_actions::run_to_completion;
-use crate::docker::DockerError;
-use crate::docker::engine::LogStream;
 use crate::domain::instance::{Instance, InstanceFilter, InstanceStatus};
 use crate::domain::tag_policy::PolicyMode;
 use crate::secrets::SecretMask;
@@ -44,6 +47,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(instance_start_post))
         .routes(routes!(instance_restart_post))
         .routes(routes!(instance_logs_get))
+        .routes(routes!(instance_logs_stream_get))
 }
 
 /// An instance as the API answers it.
@@ -365,28 +369,6 @@ pub(crate) async fn instance_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The query of `GET /api/instances/{id}/logs`.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct InstanceLogsParams {
-    /// The last lines to return, 1 to 10000; 200 by default.
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
-    pub tail: Option<String>,
-}
-
-const DEFAULT_TAIL: u32 = 200;
-const MAX_TAIL: u32 = 10_000;
-
-/// One line of a container's output.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct LogLineResponse {
-    /// `stdout` or `stderr`.
-    #[schema(example = "stdout")]
-    pub stream: String,
-    pub text: String,
-}
-
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InstanceLogsResponse {
     /// Oldest first.
@@ -401,7 +383,7 @@ pub struct InstanceLogsResponse {
     get,
     path = "/api/instances/{id}/logs",
     tag = "instances",
-    params(("id" = i64, Path, description = "the instance's id"), InstanceLogsParams),
+    params(("id" = i64, Path, description = "the instance's id"), LogsParams),
     responses(
         (status = 200, body = InstanceLogsResponse),
         (status = 400, body = ErrorBody, description = "the id is not an integer, or a bad `tail`"),
@@ -416,25 +398,60 @@ pub(crate) async fn instance_logs_get(
     _: Viewer,
     IdPath(id): IdPath,
     State(state): State<AppState>,
-    ApiQuery(params): ApiQuery<InstanceLogsParams>,
+    ApiQuery(params): ApiQuery<LogsParams>,
 ) -> WebResult<Json<InstanceLogsResponse>> {
-    let tail = present(params.tail.as_deref())
-        .map(|raw| in_range("tail", raw, 1, MAX_TAIL))
-        .transpose()?
-        .unwrap_or(DEFAULT_TAIL);
+    let tail = params.tail(1)?;
+    let logs = instance_logs(&state, id).await?;
+    Ok(Json(InstanceLogsResponse {
+        lines: logs.read(&state, tail).await?,
+    }))
+}
+
+/// An instance's container output, live (Server-Sent Events).
+///
+/// `event: line` messages (`data`: a LogLineResponse as JSON): the last `tail` lines, then each
+/// new line as the container writes it. One `event: end` message (`data`: `{"reason"}`) ends the
+/// stream when the container stops or the engine fails; do not reconnect after it. Secret values
+/// are masked as in `GET /api/instances/{id}/logs`.
+#[utoipa::path(
+    get,
+    path = "/api/instances/{id}/logs/stream",
+    tag = "instances",
+    params(("id" = i64, Path, description = "the instance's id"), LogsParams),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String, description = "the stream itself: `line` messages whose `data` is a LogLineResponse as JSON, then one `end` message"),
+        (status = 400, body = ErrorBody, description = "the id is not an integer, or a bad `tail`"),
+        (status = 401, body = ErrorBody, description = "not authenticated"),
+        (status = 404, body = ErrorBody, description = "no such instance"),
+        (status = 409, body = ErrorBody, description = "the instance has no container (any more)"),
+    ),
+    security(("token" = []), ("session" = [])),
+)]
+pub(crate) async fn instance_logs_stream_get(
+    _: Viewer,
+    IdPath(id): IdPath,
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<LogsParams>,
+) -> WebResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let tail = params.tail(0)?;
+    let logs = instance_logs(&state, id).await?;
+    Ok(logs.follow(&state, tail))
+}
+
+/// Instance `id`'s container and the secret values its output must not show: those the stage
+/// has now and those this container was given (an application may print its environment).
+pub(crate) async fn instance_logs(state: &AppState, id: i64) -> WebResult<ContainerLogs> {
     let instance = state
         .store
         .get_instance(id)
         .await
         .map_err(not_found_as(format!("no instance with id {id}")))?;
-    let Some(container_id) = &instance.container_id else {
+    let Some(container_id) = instance.container_id else {
         return Err(WebError::conflict(
             None,
             format!("instance {id} has no container, so no logs"),
         ));
     };
-    // An application may print its environment: secret values never leave in an answer —
-    // neither those the stage has now nor those this container was given.
     let mut values: Vec<String> = state
         .store
         .stage_secrets(instance.stage_id)
@@ -448,26 +465,11 @@ pub(crate) async fn instance_logs_get(
     {
         values.extend(given.into_values());
     }
-    let mask = SecretMask::new(values);
-    let lines = state.engine.logs(container_id, tail).await.map_err(|e| match e {
-        DockerError::NotFound => {
-            WebError::conflict(None, format!("the container of instance {id} no longer exists"))
-        }
-        e if e.is_unavailable() => WebError::unavailable(format!("{e}")),
-        e => WebError::internal(e),
-    })?;
-    Ok(Json(InstanceLogsResponse {
-        lines: lines
-            .into_iter()
-            .map(|line| LogLineResponse {
-                stream: match line.stream {
-                    LogStream::Stdout => "stdout".into(),
-                    LogStream::Stderr => "stderr".into(),
-                },
-                text: mask.apply(&line.text).into_owned(),
-            })
-            .collect(),
-    }))
+    Ok(ContainerLogs {
+        container_id,
+        mask: SecretMask::new(values),
+        owner: format!("instance {id}"),
+    })
 }
 
 #[cfg(test)]

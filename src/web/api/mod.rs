@@ -9,6 +9,7 @@ pub mod deployments;
 pub mod events;
 pub mod hooks;
 pub mod instances;
+pub mod logs;
 pub mod notifications;
 pub mod ops;
 pub mod projects;

@@ -36,6 +36,7 @@ pub mod events;
 pub mod form;
 pub mod form_only;
 pub mod login;
+pub mod logs;
 pub mod notifications;
 pub mod page;
 pub mod projects;
@@ -78,6 +79,7 @@ pub fn routes() -> Router<AppState> {
         .route("/stages/{id}/deploy", post(stages::stage_deploy_post))
         .route("/stages/{id}/poll", post(stages::stage_poll_post))
         .route("/stages/{id}/rollback", post(stages::stage_rollback_post))
+        .route("/instances/{id}/logs.txt", get(logs::instance_logs_txt_get))
         .route("/instances/{id}/{action}", post(stages::instance_action_post))
         .route("/events", get(events::events_get))
         .route("/stale", get(stale::stale_get))

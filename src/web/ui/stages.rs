@@ -1,6 +1,6 @@
 //! The stage page, `GET /stages/{id}`: the stage's settings (edit form), its instances with
 //! their actions, the deployment history with errors, the container logs of one instance
-//! (`?logs=<instance id>`, the last 200 lines), and the actions a member can take — deploy a
+//! (`?logs=<instance id>`, see [`super::logs`]), and the actions a member can take — deploy a
 //! tag, poll now, roll back, stop / start / restart / remove an instance.
 //!
 //! Deploys, polls, rollbacks and instance actions can take a while (a health gate, a stop's
@@ -18,6 +18,7 @@ use axum::response::Response;
 use serde_json::json;
 
 use super::form::{FormData, Forms, api_body};
+use super::logs::{LogsView, filter_from_query, logs_panel};
 use super::page::{
     ACTION_WAIT, Chrome, Finished, Flash, FlashMessage, Nav, PageTemplate, Ui, error_page, render,
     see_other_with, within,
@@ -29,7 +30,6 @@ use crate::domain::instance::{Instance, InstanceFilter, Trigger};
 use crate::domain::tag_policy::PolicyMode;
 use crate::domain::workload::project_network_name;
 use crate::web::api;
-use crate::web::api::instances::InstanceLogsParams;
 use crate::web::api::stage_poll::PollDecision;
 use crate::web::auth::{CurrentUser, Member, Viewer};
 use crate::web::error::{WebError, WebResult};
@@ -39,8 +39,6 @@ use crate::web::state::AppState;
 
 /// How many deployments the stage page lists.
 const DEPLOYMENT_HISTORY: u32 = 25;
-/// How many log lines the page shows.
-const LOG_TAIL: &str = "200";
 
 #[derive(Template)]
 #[template(path = "stage.html")]
@@ -97,16 +95,10 @@ pub struct StageInfo {
     pub networks: Vec<String>,
 }
 
-pub struct LogsView {
+/// The logs panel a page view asks for (`?logs=<instance id>&logs_filter=`).
+pub struct LogsRequest {
     pub instance_id: i64,
-    pub tag: String,
-    pub lines: Vec<LogLine>,
-    pub error: Option<String>,
-}
-
-pub struct LogLine {
-    pub stderr: bool,
-    pub text: String,
+    pub filter: String,
 }
 
 pub async fn stage_get(
@@ -116,9 +108,13 @@ pub async fn stage_get(
     flash: FlashMessage,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let logs_for = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+    let logs_for = form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "logs")
-        .and_then(|(_, v)| v.parse::<i64>().ok());
+        .and_then(|(_, v)| v.parse::<i64>().ok())
+        .map(|instance_id| LogsRequest {
+            instance_id,
+            filter: filter_from_query(query.as_deref()),
+        });
     render_stage(
         &state,
         &viewer,
@@ -136,7 +132,7 @@ pub async fn render_stage(
     state: &AppState,
     viewer: &Viewer,
     id: i64,
-    logs_for: Option<i64>,
+    logs_for: Option<LogsRequest>,
     flash: FlashMessage,
     forms: Forms,
     status: StatusCode,
@@ -151,7 +147,7 @@ async fn build(
     state: &AppState,
     viewer: &Viewer,
     id: i64,
-    logs_for: Option<i64>,
+    logs_for: Option<LogsRequest>,
     flash: FlashMessage,
     forms: Forms,
 ) -> WebResult<StagePage> {
@@ -198,8 +194,11 @@ async fn build(
         .iter()
         .map(|f| BlockedDigestView::new(f, now))
         .collect();
-    let logs = match logs_for.and_then(|lid| instances.iter().find(|i| i.id == lid)) {
-        Some(instance) => Some(read_logs(state, viewer, instance).await),
+    let logs = match logs_for.and_then(|want| {
+        let instance = instances.iter().find(|i| i.id == want.instance_id)?;
+        Some((instance, want.filter))
+    }) {
+        Some((instance, filter)) => Some(logs_panel(state, instance, filter).await),
         None => None,
     };
     let config_changed = stored
@@ -308,39 +307,6 @@ fn rollback_question(target: Option<&Instance>) -> String {
             i.image_digest.as_deref().unwrap_or("unknown"),
         ),
         None => "There is no earlier instance to bring back: none ran and is stopped now.".to_owned(),
-    }
-}
-
-/// The last lines of an instance's container output, through the API's logs handler.
-async fn read_logs(state: &AppState, viewer: &Viewer, instance: &InstanceView) -> LogsView {
-    let params = InstanceLogsParams {
-        tail: Some(LOG_TAIL.to_owned()),
-    };
-    let result = api::instances::instance_logs_get(
-        viewer.clone(),
-        IdPath(instance.id),
-        State(state.clone()),
-        ApiQuery(params),
-    )
-    .await;
-    let (lines, error) = match result {
-        Ok(Json(logs)) => (
-            logs.lines
-                .into_iter()
-                .map(|l| LogLine {
-                    stderr: l.stream == "stderr",
-                    text: l.text,
-                })
-                .collect(),
-            None,
-        ),
-        Err(err) => (Vec::new(), Some(err.message)),
-    };
-    LogsView {
-        instance_id: instance.id,
-        tag: instance.tag.clone(),
-        lines,
-        error,
     }
 }
 
