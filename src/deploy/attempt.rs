@@ -2,7 +2,8 @@
 //! first, pull by digest, create and start the container, pass the health gate, switch the
 //! stage's route, then retire what it replaced — or, on any failure, leave the old instance
 //! serving, the new one `failed`, the deployment `failed` with its reason, the digest
-//! remembered and one `error` event.
+//! remembered and one `error` event. A `stop_first` stage takes the same steps up to the
+//! container's creation, then goes on in `stop_first`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::health::{GateSpec, health_gate};
-use super::{DeployOutcome, DeployResult, Deployer, container_name, stage_stop_grace};
+use super::{BringUp, DeployOutcome, DeployResult, Deployer, container_name, stage_stop_grace};
 use crate::docker::DockerError;
 use crate::docker::engine::{
     CreateContainer, Mount, MountKind, NetworkAttachment, PullAuth, labels, resource_labels,
@@ -22,7 +23,7 @@ use crate::domain::instance::{
     Deployment, DeploymentStatus, Instance, InstanceFilter, InstanceStatus, NewInstance, Trigger,
 };
 use crate::domain::project::Project;
-use crate::domain::stage::Stage;
+use crate::domain::stage::{DeployStrategy, Stage};
 use crate::domain::tag_policy::PolicyMode;
 use crate::domain::workload::{check_bind_mounts, project_network_name, volume_name};
 use crate::store::StoreError;
@@ -151,7 +152,16 @@ impl Deployer {
             host_port: None,
             started: tokio::time::Instant::now(),
         };
-        if let Err(e) = self.launch(&mut attempt).await {
+        let spec = match self.prepare(&mut attempt).await {
+            Ok(spec) => spec,
+            Err(e) => return self.fail(attempt, format!("{e:#}")).await,
+        };
+        if stage.strategy == DeployStrategy::StopFirst && !olds.is_empty() {
+            return self
+                .replace_stopping_first(attempt, olds, BringUp::Create(Box::new(spec)))
+                .await;
+        }
+        if let Err(e) = self.create_and_start(&mut attempt, spec).await {
             return self.fail(attempt, format!("{e:#}")).await;
         }
         self.gate_and_switch(attempt, olds).await
@@ -177,8 +187,10 @@ impl Deployer {
             .map_err(|e| format!("the per-tag hostname {name} is not valid: {e}"))
     }
 
-    /// Pulls, creates and starts the container, recording it on the instance.
-    async fn launch(&self, attempt: &mut Attempt) -> anyhow::Result<()> {
+    /// Everything before the container exists: pulls the image, seals what the container is
+    /// given, prepares its network and volumes and runs the `pre_deploy` hook. The old
+    /// instance is untouched so far, whatever the strategy.
+    async fn prepare(&self, attempt: &mut Attempt) -> anyhow::Result<CreateContainer> {
         let deps = self.deps();
         deps.store
             .update_instance_status(attempt.instance_id, InstanceStatus::Deploying, None, self.now())
@@ -206,6 +218,16 @@ impl Deployer {
         self.pre_deploy_hook(attempt, &spec, &secret_env)
             .await
             .map_err(|failure| anyhow::Error::msg(failure.message))?;
+        Ok(spec)
+    }
+
+    /// Creates and starts the container, recording it on the instance.
+    pub(super) async fn create_and_start(
+        &self,
+        attempt: &mut Attempt,
+        spec: CreateContainer,
+    ) -> anyhow::Result<()> {
+        let deps = self.deps();
         let name = spec.name.clone();
         let container_id = deps
             .engine
@@ -388,26 +410,7 @@ impl Deployer {
         attempt: Attempt,
         olds: Vec<Instance>,
     ) -> DeployResult<DeployOutcome> {
-        let deps = self.deps();
-        let Some(container_id) = attempt.container_id.clone() else {
-            return self.fail(attempt, "no container was created".into()).await;
-        };
-        let spec = GateSpec {
-            health_check: attempt.stage.container.health_check.clone(),
-            min_ready: Duration::from_secs(u64::from(attempt.stage.container.min_ready_seconds)),
-            timeout: Duration::from_secs(u64::from(deps.settings.current().deploy_health_timeout_seconds)),
-            interval: self.inner.options.health_interval,
-            wrong_answers: self.inner.options.health_wrong_answers,
-        };
-        let gate = health_gate(
-            deps.engine.as_ref(),
-            &self.inner.http,
-            &container_id,
-            attempt.host_port,
-            &spec,
-        )
-        .await;
-        if let Err(reason) = gate {
+        if let Err(reason) = self.gate(&attempt).await {
             return self.fail(attempt, reason).await;
         }
         if let Err(e) = self.switch(&attempt, &olds).await {
@@ -417,8 +420,43 @@ impl Deployer {
         self.succeed(attempt, olds).await
     }
 
+    /// The health gate of the attempt's container (see [`health_gate`]): why it failed, if it
+    /// did.
+    pub(super) async fn gate(&self, attempt: &Attempt) -> Result<(), String> {
+        let Some(container_id) = &attempt.container_id else {
+            return Err("no container was created".into());
+        };
+        self.gate_container(&attempt.stage, container_id, attempt.host_port)
+            .await
+    }
+
+    /// The stage's health gate for one container published on `host_port`.
+    pub(super) async fn gate_container(
+        &self,
+        stage: &Stage,
+        container_id: &str,
+        host_port: Option<u16>,
+    ) -> Result<(), String> {
+        let deps = self.deps();
+        let spec = GateSpec {
+            health_check: stage.container.health_check.clone(),
+            min_ready: Duration::from_secs(u64::from(stage.container.min_ready_seconds)),
+            timeout: Duration::from_secs(u64::from(deps.settings.current().deploy_health_timeout_seconds)),
+            interval: self.inner.options.health_interval,
+            wrong_answers: self.inner.options.health_wrong_answers,
+        };
+        health_gate(
+            deps.engine.as_ref(),
+            &self.inner.http,
+            container_id,
+            host_port,
+            &spec,
+        )
+        .await
+    }
+
     /// Marks the new instance alive and points the stage's route at it: the atomic switch.
-    async fn switch(&self, attempt: &Attempt, olds: &[Instance]) -> anyhow::Result<()> {
+    pub(super) async fn switch(&self, attempt: &Attempt, olds: &[Instance]) -> anyhow::Result<()> {
         let store = &self.deps().store;
         store
             .mark_instance_alive(attempt.instance_id, self.now())
@@ -444,7 +482,7 @@ impl Deployer {
         Ok(())
     }
 
-    async fn succeed(&self, attempt: Attempt, olds: Vec<Instance>) -> DeployResult<DeployOutcome> {
+    pub(super) async fn succeed(&self, attempt: Attempt, olds: Vec<Instance>) -> DeployResult<DeployOutcome> {
         let deps = self.deps();
         let deployment = deps
             .store

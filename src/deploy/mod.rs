@@ -8,8 +8,11 @@
 //! - **Record first.** The instance row (status `pending`, then `deploying`) and the deployment
 //!   exist before any container does, so a crash never leaves an unrecorded container; the
 //!   container name and labels carry the instance id for the Docker sync to match.
-//! - **Never touch the old before the switch.** Until the new instance has passed its health
-//!   gate and the route table points at it, the old instance keeps serving. A failure anywhere
+//! - **Never touch the old before the switch** (strategy `start_first`, the default). Until the
+//!   new instance has passed its health gate and the route table points at it, the old
+//!   instance keeps serving. With `stop_first` the old instance is stopped once the new image
+//!   is pulled and its `pre_deploy` hook passed, with the stage's requests held in the proxy,
+//!   and started again if the new one fails. A failure anywhere
 //!   leaves the old one as it was, the new one `failed` (stopped, kept for its logs), the
 //!   deployment `failed`, one `error` event, and the digest remembered as failed so automatic
 //!   deploys skip it.
@@ -28,6 +31,8 @@
 //! - `attempt`: one deploy attempt — record, pull, create, start, health gate, switch, and the
 //!   success and failure paths;
 //! - `retire`: taking old instances out of service (drain, stop), and `max_instances`;
+//! - `stop_first`: the `stop_first` strategy — hold the stage's requests, stop the old
+//!   instance, start the new one, release them; the old one back when the new one fails;
 //! - `per_tag_sync`: bringing a per-tag stage in line with the registry;
 //! - `rollback`: bringing back the previous instance;
 //! - `heal`: a stage bringing itself back after its serving container was removed outside;
@@ -48,6 +53,7 @@ mod per_tag;
 mod per_tag_sync;
 mod retire;
 mod rollback;
+mod stop_first;
 #[cfg(test)]
 mod tests;
 
@@ -62,7 +68,7 @@ use anyhow::Context;
 use tracing::Instrument;
 
 use crate::clock::SharedClock;
-use crate::docker::engine::ContainerEngine;
+use crate::docker::engine::{ContainerEngine, CreateContainer};
 use crate::domain::event::{NewEvent, Source};
 use crate::domain::image_ref::Digest;
 use crate::domain::instance::{Deployment, Instance, InstanceFilter, Trigger};
@@ -102,6 +108,16 @@ pub enum DeployOutcome {
     Superseded,
     /// The stage already runs this digest; nothing was recorded.
     Unchanged,
+}
+
+/// How the new instance's container comes up once the old ones are down.
+#[derive(Debug)]
+enum BringUp {
+    /// A new container from this spec (a deploy).
+    Create(Box<CreateContainer>),
+    /// An existing container started again (a rollback to an instance whose container is
+    /// still there).
+    Restart { container_id: String, name: String },
 }
 
 /// Tunables with sensible defaults; tests shorten them.

@@ -14,8 +14,9 @@ use crate::domain::stage::Stage;
 
 impl Deployer {
     /// Stops an instance a deploy replaced, once its open connections drained (or the drain
-    /// timeout passed). It stays `stopped`, available for rollback.
-    pub(super) async fn retire_replaced(&self, old: &Instance) {
+    /// timeout passed). It stays `stopped`, available for rollback. Whether its container is
+    /// down now (stopped, or gone).
+    pub(super) async fn retire_replaced(&self, old: &Instance) -> bool {
         let deps = self.deps();
         if !deps
             .routes
@@ -28,7 +29,7 @@ impl Deployer {
             );
         }
         self.stop_container(old, "it was replaced by a newer deploy")
-            .await;
+            .await
     }
 
     /// Stops instances that are not replaced by anything (their tag is gone, or the stage has
@@ -59,7 +60,8 @@ impl Deployer {
 
     /// Stops an instance's container and records it `stopped` (`missing` when the container is
     /// gone). A failure to stop is a `warn` event, not an error: nothing routes to it any more.
-    async fn stop_container(&self, instance: &Instance, reason: &str) {
+    /// Whether the container is down now.
+    async fn stop_container(&self, instance: &Instance, reason: &str) -> bool {
         let deps = self.deps();
         // Recorded before the SIGTERM, so the Docker sync reads the `die` that follows as the
         // stop it is, not as a crash of a running instance.
@@ -71,11 +73,14 @@ impl Deployer {
             tracing::error!(error = %e, instance_id = instance.id, "could not mark the instance stopped");
         }
         let Some(container_id) = &instance.container_id else {
-            return;
+            return true;
         };
         let grace = self.stop_grace(instance.stage_id).await;
         match deps.engine.stop(container_id, grace).await {
-            Ok(()) => tracing::info!(instance_id = instance.id, reason, "stopped instance"),
+            Ok(()) => {
+                tracing::info!(instance_id = instance.id, reason, "stopped instance");
+                true
+            }
             Err(DockerError::NotFound) => {
                 if let Err(e) = deps
                     .store
@@ -84,6 +89,7 @@ impl Deployer {
                 {
                     tracing::error!(error = %e, instance_id = instance.id, "could not mark the instance missing");
                 }
+                true
             }
             Err(e) => {
                 deps.bus
@@ -97,6 +103,7 @@ impl Deployer {
                         .instance(instance.id),
                     )
                     .await;
+                false
             }
         }
     }

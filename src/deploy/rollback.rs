@@ -1,17 +1,18 @@
 //! Rollback (SPEC §3: `POST /api/stages/{id}/rollback`): the previous successful instance of a
 //! single stage comes back — its container started again when it still exists, else a new
-//! instance created from its digest — through the same health gate and switch as a deploy.
+//! instance created from its digest — through the same health gate and switch as a deploy, and
+//! in the same order: on a `stop_first` stage the current instance stops first.
 
 use anyhow::Context;
 use tracing::Instrument;
 
 use super::attempt::Attempt;
-use super::{ConflictReason, DeployOutcome, DeployResult, Deployer, DockerContext, container_name};
+use super::{BringUp, ConflictReason, DeployOutcome, DeployResult, Deployer, DockerContext, container_name};
 use crate::docker::DockerError;
 use crate::domain::image_ref::Digest;
 use crate::domain::instance::{Instance, InstanceStatus, Trigger};
 use crate::domain::project::Project;
-use crate::domain::stage::Stage;
+use crate::domain::stage::{DeployStrategy, Stage};
 use crate::domain::tag_policy::PolicyMode;
 
 /// The instance a rollback brings back, among a single stage's instances as the store lists
@@ -174,6 +175,12 @@ impl Deployer {
             .container_name
             .clone()
             .unwrap_or_else(|| container_name(project, stage, candidate.id));
+        if stage.strategy == DeployStrategy::StopFirst && !olds.is_empty() {
+            // The current instance stops before the earlier one starts again.
+            return self
+                .replace_stopping_first(attempt, olds, BringUp::Restart { container_id, name })
+                .await;
+        }
         let started = self
             .start_and_record(&mut attempt, &container_id, &name, false)
             .await;

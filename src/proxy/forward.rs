@@ -5,6 +5,9 @@
 //! too slow (504). An `Upgrade` (WebSocket) that the upstream accepts becomes a byte tunnel
 //! between the two connections.
 //!
+//! A request for a stage a `stop_first` deploy holds waits, without a drain guard, until the
+//! hold is released, and is then routed afresh (see `wait_for_release`).
+//!
 //! A request to an instance holds a drain guard from its arrival until its last response byte —
 //! and a tunnel for as long as it is open — so a deploy that switched the route away waits for
 //! it before stopping the old container.
@@ -31,7 +34,7 @@ use super::pages::{self, Page};
 use super::upstream::{Connector, Exchange, Outgoing, OutgoingBody, UpstreamFailure, WorkerPool};
 use crate::clock::SharedClock;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::routes::{ConnectionGuard, Route, RouteTable, RouteTarget};
+use crate::routes::{ConnectionGuard, Hold, Route, RouteTable, RouteTarget};
 
 /// Response bodies up to this size are copied behind their head and go out in one write.
 const COALESCE_BYTES: usize = 16 * 1024;
@@ -66,6 +69,16 @@ pub struct ConnectionContext {
     pub proto: &'static str,
     /// On a plain listener that redirects to HTTPS: the HTTPS listener's port.
     pub redirect_to_https_port: Option<u16>,
+}
+
+/// How a held request's wait ended.
+enum Held {
+    /// The hold was released and the host routes here now.
+    Released(Arc<Route>, Option<ConnectionGuard>),
+    /// The host is not routed any more.
+    Gone,
+    /// Waited too long, too many wait, or the proxy is stopping: 503 with `Retry-After`.
+    Unavailable { retry_after: u64 },
 }
 
 /// How an upstream failure is counted and answered.
@@ -163,10 +176,29 @@ impl Forwarder {
             self.metrics.proxy.unmatched_requests.inc();
             return page_answer.page(conn, pages::bad_request()).await;
         }
-        let Some((route, drain)) = self.route_for(host) else {
+        let Some((mut route, mut drain)) = self.route_for(host) else {
             self.metrics.proxy.unmatched_requests.inc();
             return page_answer.page(conn, pages::not_found()).await;
         };
+        if let Some(hold) = route.hold.clone() {
+            // Off the hot path, and boxed so the held path's state costs unheld requests nothing.
+            match Box::pin(self.wait_for_release(host, hold)).await {
+                Held::Released(next, guard) => (route, drain) = (next, guard),
+                Held::Gone => {
+                    self.metrics.proxy.unmatched_requests.inc();
+                    return page_answer.page(conn, pages::not_found()).await;
+                }
+                Held::Unavailable { retry_after } => {
+                    let page = pages::held_too_long(retry_after);
+                    self.metrics.proxy.route(&route.hostname).record(
+                        page.status.as_u16(),
+                        started.elapsed(),
+                        self.clock.now().timestamp(),
+                    );
+                    return page_answer.page(conn, page).await;
+                }
+            }
+        }
         let metrics = self.metrics.proxy.route(&route.hostname);
         let arrived = self.clock.now().timestamp();
         if let Some(port) = connection.redirect_to_https_port {
@@ -192,12 +224,18 @@ impl Forwarder {
     /// for, and stop the old container under us. So once the guard counts, the table is read
     /// again: if the host moved meanwhile, the request follows it (and a deploy that checks
     /// after the swap is sure to see the guard of any request still bound to the old instance).
+    ///
+    /// A held route comes back without a guard: its request waits, and must not keep the
+    /// instance being stopped from draining.
     fn route_for(&self, host: &str) -> Option<(Arc<Route>, Option<ConnectionGuard>)> {
         let mut route = self.routes.current().lookup(host).cloned()?;
         for _ in 0..MAX_ROUTE_LOOKUPS {
             let RouteTarget::Instance { instance_id, .. } = route.target else {
                 return Some((route, None));
             };
+            if route.hold.is_some() {
+                return Some((route, None));
+            }
             let guard = self.routes.track_connection(instance_id);
             let now = self.routes.current().lookup(host).cloned()?;
             if now.target == route.target {
@@ -211,6 +249,37 @@ impl Forwarder {
             RouteTarget::Proxy { .. } => None,
         };
         Some((route, guard))
+    }
+
+    /// Parks a request whose stage is held until the hold is released, then routes it again:
+    /// to the new instance, or to the old one brought back. It waits at most the hold's
+    /// `max_wait` from its arrival, and only while fewer than `max_held_requests` wait on the
+    /// same hold; otherwise, or when the proxy shuts down, it is answered 503.
+    async fn wait_for_release(&self, host: &str, mut hold: Arc<Hold>) -> Held {
+        let retry_after = hold.max_wait().as_secs().max(1);
+        let deadline = Instant::now() + hold.max_wait();
+        loop {
+            let Some(ticket) = hold.park(self.options.max_held_requests) else {
+                return Held::Unavailable { retry_after };
+            };
+            tokio::select! {
+                () = ticket.released() => {}
+                () = tokio::time::sleep_until(deadline) => return Held::Unavailable { retry_after },
+                () = self.shutdown.cancelled() => return Held::Unavailable { retry_after },
+            }
+            drop(ticket);
+            let Some((route, guard)) = self.route_for(host) else {
+                return Held::Gone;
+            };
+            match route.hold.clone() {
+                None => return Held::Released(route, guard),
+                // A release swaps the table before it wakes anyone, so a released hold is
+                // never found again; if it were, waiting on it would spin.
+                Some(next) if next.is_released() => return Held::Unavailable { retry_after },
+                // Held again (another deploy of the stage): wait on that one, same deadline.
+                Some(next) => hold = next,
+            }
+        }
     }
 
     /// Sends the request upstream and the answer back, recording its status and the time to

@@ -80,6 +80,9 @@ pub struct ProxyOptions {
     pub shutdown_grace: Duration,
     /// Worker threads serving connections; 0 means one per CPU.
     pub workers: usize,
+    /// Requests that may wait at once for one held stage (a `stop_first` deploy); more are
+    /// answered 503 at once, so a hold cannot pile up without bound.
+    pub max_held_requests: usize,
 }
 
 impl Default for ProxyOptions {
@@ -96,6 +99,7 @@ impl Default for ProxyOptions {
             pool_max_idle_per_upstream: 256,
             shutdown_grace: Duration::from_secs(5),
             workers: 0,
+            max_held_requests: 4096,
         }
     }
 }

@@ -181,6 +181,21 @@ pub fn gateway_timeout() -> Page {
     )
 }
 
+/// A request held while its stage's instance was replaced waited too long (or too many
+/// waited): try again in `retry_after` seconds.
+pub fn held_too_long(retry_after: u64) -> Page {
+    let mut page = page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        page!(
+            "503",
+            "Service Unavailable",
+            "The application is being replaced and did not come back in time. Try again shortly."
+        ),
+    );
+    page.field = Some(("retry-after", retry_after.to_string()));
+    page
+}
+
 /// A permanent redirect that keeps the method (`308`), for HTTP→HTTPS.
 pub fn redirect(location: String) -> Page {
     let mut page = page(

@@ -4,7 +4,12 @@
 //! requests finish on the table they started with.
 //!
 //! It also counts open connections per instance, so a deploy can stop the old container only
-//! after its requests and WebSockets have drained (or `drain_timeout` passed).
+//! after its requests and WebSockets have drained (or `drain_timeout` passed), and it can hold a
+//! stage's requests while a `stop_first` deploy replaces its instance ([`hold`]).
+
+mod hold;
+
+pub use self::hold::{Hold, HoldTicket, StageHold};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +59,8 @@ pub struct Route {
     pub hostname: String,
     pub target: RouteTarget,
     pub upstream: Upstream,
+    /// Set while a deploy holds the stage: requests wait on it instead of going upstream.
+    pub hold: Option<Arc<Hold>>,
 }
 
 /// One immutable generation of the table.
@@ -102,7 +109,13 @@ impl Routes {
 /// The live table and the per-instance connection counters. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
+    /// What the proxy reads: the table as built, with the holds applied.
     current: Arc<ArcSwap<Routes>>,
+    /// The table as last built from the store, without holds: what a released hold goes back to.
+    built: Arc<ArcSwap<Routes>>,
+    /// The stages held right now. Taken (briefly, never across an `.await`) only by whoever
+    /// writes the table — a rebuild, a hold, a release — never by the request path.
+    holds: Arc<std::sync::Mutex<Vec<hold::HeldRoutes>>>,
     /// Open connections per instance, copy-on-write like the table: the request path reads it
     /// without a lock (a lock shared by the proxy's workers stalls them all whenever its holder
     /// is preempted); only an instance's first connection writes, under `connections_insert`.
@@ -118,6 +131,8 @@ impl RouteTable {
     pub fn new(store: Store, settings: LiveSettings) -> Self {
         Self {
             current: Default::default(),
+            built: Default::default(),
+            holds: Default::default(),
             connections: Default::default(),
             connections_insert: Default::default(),
             store,
@@ -142,8 +157,7 @@ impl RouteTable {
     pub async fn rebuild(&self) -> StoreResult<Arc<Routes>> {
         let _guard = self.rebuild_lock.lock().await;
         let routes = Arc::new(build_routes(&self.store, &self.settings).await?);
-        self.current.store(routes.clone());
-        Ok(routes)
+        Ok(self.install(routes))
     }
 
     /// A guard counting one open connection to `instance_id` until it is dropped.
@@ -281,6 +295,7 @@ pub async fn build_routes(store: &Store, settings: &LiveSettings) -> StoreResult
                 preserve_host: true,
                 underscores_in_headers: false,
             },
+            hold: None,
         });
     }
     for proxy in store.list_proxies().await? {
@@ -305,6 +320,7 @@ pub async fn build_routes(store: &Store, settings: &LiveSettings) -> StoreResult
                 preserve_host: proxy.preserve_host,
                 underscores_in_headers: false,
             },
+            hold: None,
         });
     }
     Ok(Routes::from_routes(routes))
@@ -325,6 +341,7 @@ mod tests {
                 preserve_host: false,
                 underscores_in_headers: false,
             },
+            hold: None,
         }
     }
 
