@@ -111,7 +111,9 @@ impl FromStr for Source {
 /// (notification rules filter on it). Most events have no kind: severity and source describe
 /// them well enough. The kind travels in the event's `details` under [`EventKind::DETAIL_KEY`],
 /// so it is stored, replayed and shown with the rest of the event without a column of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     DeploySucceeded,
@@ -336,6 +338,8 @@ impl Default for EventQuery {
 
 impl EventQuery {
     pub const MAX_PER_PAGE: u32 = 500;
+    /// The last page a query may ask for (a bound, so offsets stay far from overflowing).
+    pub const MAX_PAGE: u32 = 1_000_000;
 }
 
 #[cfg(test)]

@@ -50,8 +50,17 @@ where
     }
 }
 
-/// Deserializes JSON, naming the failing field in the error.
+/// Deserializes JSON, naming the failing field in the error. Every body the API takes is a JSON
+/// object: anything else that is valid JSON is refused here, before serde could read an array
+/// as a struct's fields in order (`[null, null]` as a patch that changes nothing).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WebError> {
+    if let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace())
+        && matches!(first, b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9')
+    {
+        return Err(WebError::bad_request(
+            "the body must be a JSON object, like {\"name\": \"...\"}",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -174,5 +183,32 @@ mod tests {
         let err = parse_json::<Body>(b"{not json").unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
         assert_eq!(err.field, None);
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Patch {
+        role: Option<String>,
+        password: Option<String>,
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused_even_when_serde_would_read_it() {
+        for body in [
+            "[null, null]",
+            " [\"admin\"]",
+            "\"x\"",
+            "true",
+            "null",
+            "42",
+            "-1",
+        ] {
+            let err = parse_json::<Patch>(body.as_bytes()).expect_err(body);
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(err.message.contains("JSON object"), "{body}: {}", err.message);
+        }
+        assert!(parse_json::<Patch>(b" {\"role\": null}").is_ok());
+        let err = parse_json::<Patch>(b"").unwrap_err();
+        assert!(err.message.contains("not valid JSON"), "{}", err.message);
     }
 }

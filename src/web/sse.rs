@@ -60,18 +60,34 @@ pub struct EventStreamParams {
     pub last_event_id: Option<String>,
 }
 
+/// One message of `GET /api/events/stream` as the OpenAPI document describes it: for a
+/// `text/event-stream` answer the schema is that of each message, not of the whole stream.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the wire format; axum's `Sse` writes the messages"
+)]
+pub struct EventStreamMessage {
+    /// Always `event`.
+    #[schema(pattern = "^event$", example = "event")]
+    event: String,
+    /// The Event, as JSON.
+    data: String,
+    /// The event's id, for `Last-Event-ID`; transient events have none (a client keeps the last
+    /// one it saw).
+    id: Option<String>,
+}
+
 /// The live event stream (Server-Sent Events). Each message is `id: <event id>` (absent for
-/// transient events), `event: event`, `data: <Event JSON>`.
+/// transient events), `event: event`, `data: <Event JSON>`. A reconnecting client resumes with
+/// the `Last-Event-ID` header (browsers send it themselves) or `?last_event_id=`.
 #[utoipa::path(
     get,
     path = "/api/events/stream",
     tag = "events",
-    params(
-        EventStreamParams,
-        ("Last-Event-ID" = Option<i64>, Header, description = "Replay the stored events after this id, then go live"),
-    ),
+    params(EventStreamParams),
     responses(
-        (status = 200, content_type = "text/event-stream", body = String, description = "the stream itself: `event` messages whose `data` is an Event as JSON"),
+        (status = 200, content_type = "text/event-stream", body = EventStreamMessage, description = "the stream itself: `event` messages whose `data` is an Event as JSON"),
         (status = 400, body = ErrorBody, description = "a bad `all`, `last_event_id` or `Last-Event-ID`"),
         (status = 401, body = ErrorBody),
     ),

@@ -224,8 +224,8 @@ async fn every_bad_parameter_of_the_event_log_is_a_400_naming_it() {
         ("until=2026-02-30T00:00:00Z", "until"),
         ("until=", "until"),
         ("since=%20", "since"),
-        ("since=2026-03-01T00:00:00Z&until=2026-02-01T00:00:00Z", "until"),
         ("page=0", "page"),
+        ("page=1000001", "page"),
         ("page=first", "page"),
         ("per_page=0", "per_page"),
         ("per_page=1000", "per_page"),
@@ -234,6 +234,15 @@ async fn every_bad_parameter_of_the_event_log_is_a_400_naming_it() {
         let (status, body) = viewer.get(&format!("/api/events?{query}")).await;
         assert_field_error(status, &body, field);
     }
+    // `until` before `since` is a window with nothing in it, not a mistake.
+    let (status, body) = viewer
+        .get("/api/events?since=2026-03-01T00:00:00Z&until=2026-02-01T00:00:00Z")
+        .await;
+    assert_eq!(
+        (status, &body["items"]),
+        (reqwest::StatusCode::OK, &serde_json::json!([])),
+        "{body}"
+    );
     app.stop().await;
 }
 

@@ -104,12 +104,37 @@ async fn the_openapi_document_gives_the_content_types_metrics_and_the_event_stre
         .expect("a documented /metrics body");
     assert_eq!(documented.keys().collect::<Vec<_>>(), vec![&served], "{doc}");
 
-    // The stream is described as what it is, text, not as one of the events it carries.
-    let stream = &doc["paths"]["/api/events/stream"]["get"]["responses"]["200"]["content"];
-    assert_eq!(
-        stream["text/event-stream"]["schema"]["type"], "string",
-        "{stream}"
-    );
+    // For a stream the schema is that of one message (what OpenAPI 3.1 tools validate each
+    // message against): its `event` name and its `data` text, never the Event object itself.
+    let resolve = |schema: &serde_json::Value| -> serde_json::Value {
+        match schema["$ref"].as_str() {
+            Some(reference) => {
+                let name = reference.rsplit('/').next().unwrap_or_default();
+                doc["components"]["schemas"][name].clone()
+            }
+            None => schema.clone(),
+        }
+    };
+    for path in ["/api/events/stream", "/api/instances/{id}/logs/stream"] {
+        let content = &doc["paths"][path]["get"]["responses"]["200"]["content"];
+        let message = resolve(&content["text/event-stream"]["schema"]);
+        assert_eq!(
+            message["properties"]["data"]["type"], "string",
+            "{path}: {message}"
+        );
+        assert_eq!(
+            message["properties"]["event"]["type"], "string",
+            "{path}: {message}"
+        );
+        let required: Vec<&str> = message["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            required.contains(&"data") && required.contains(&"event"),
+            "{path}: {message}"
+        );
+    }
     app.stop().await;
 }
 

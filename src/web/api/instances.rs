@@ -27,7 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::deployments::{positive_id, present};
-use super::logs::{ContainerLogs, LogLineResponse, LogsParams};
+use super::logs::{ContainerLogs, LogLineResponse, LogStreamMessage, LogsParams};
 use super::projects::not_found_as;
 use super::stage_actions::run_to_completion;
 use crate::domain::instance::{Instance, InstanceFilter, InstanceStatus};
@@ -400,7 +400,7 @@ pub(crate) async fn instance_logs_get(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<LogsParams>,
 ) -> WebResult<Json<InstanceLogsResponse>> {
-    let tail = params.tail(1)?;
+    let tail = params.tail()?;
     let logs = instance_logs(&state, id).await?;
     Ok(Json(InstanceLogsResponse {
         lines: logs.read(&state, tail).await?,
@@ -419,11 +419,12 @@ pub(crate) async fn instance_logs_get(
     tag = "instances",
     params(("id" = i64, Path, description = "the instance's id"), LogsParams),
     responses(
-        (status = 200, content_type = "text/event-stream", body = String, description = "the stream itself: `line` messages whose `data` is a LogLineResponse as JSON, then one `end` message"),
+        (status = 200, content_type = "text/event-stream", body = LogStreamMessage, description = "the stream itself: `line` messages whose `data` is a LogLineResponse as JSON, then one `end` message"),
         (status = 400, body = ErrorBody, description = "the id is not an integer, or a bad `tail`"),
         (status = 401, body = ErrorBody, description = "not authenticated"),
         (status = 404, body = ErrorBody, description = "no such instance"),
         (status = 409, body = ErrorBody, description = "the instance has no container (any more)"),
+        (status = 503, body = ErrorBody, description = "the Docker engine is unavailable"),
     ),
     security(("token" = []), ("session" = [])),
 )]
@@ -433,7 +434,7 @@ pub(crate) async fn instance_logs_stream_get(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<LogsParams>,
 ) -> WebResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    let tail = params.tail(0)?;
+    let tail = params.tail()?;
     let logs = instance_logs(&state, id).await?;
     Ok(logs.follow(&state, tail))
 }

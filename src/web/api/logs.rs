@@ -35,20 +35,35 @@ pub const MAX_TAIL: u32 = 10_000;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct LogsParams {
-    /// The last lines to return, 1 to 10000 (0 to 10000 for the live stream: 0 sends only new
-    /// lines); 200 by default.
+    /// The last lines to return, 0 to 10000 (0: none — for the live stream, only new lines);
+    /// 200 by default.
     #[param(value_type = Option<u32>, minimum = 0, maximum = 10000)]
     pub tail: Option<String>,
 }
 
 impl LogsParams {
-    /// The asked `tail`, at least `min`, [`DEFAULT_TAIL`] when absent; a bad one names `tail`.
-    pub fn tail(&self, min: u32) -> WebResult<u32> {
+    /// The asked `tail`, [`DEFAULT_TAIL`] when absent; a bad one names `tail`.
+    pub fn tail(&self) -> WebResult<u32> {
         Ok(present(self.tail.as_deref())
-            .map(|raw| in_range("tail", raw, min, MAX_TAIL))
+            .map(|raw| in_range("tail", raw, 0, MAX_TAIL))
             .transpose()?
             .unwrap_or(DEFAULT_TAIL))
     }
+}
+
+/// One message of a logs stream as the OpenAPI document describes it (for a
+/// `text/event-stream` answer the schema is that of each message).
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents the wire format; axum's `Sse` writes the messages"
+)]
+pub struct LogStreamMessage {
+    /// `line` (`data`: a LogLineResponse as JSON), or `end` once (`data`: `{"reason"}`).
+    #[schema(pattern = "^(line|end)$", example = "line")]
+    event: String,
+    /// JSON, as `event` says.
+    data: String,
 }
 
 /// One line of a container's output.
@@ -172,11 +187,11 @@ mod tests {
         let params = |raw: &str| LogsParams {
             tail: Some(raw.to_owned()),
         };
-        assert_eq!(LogsParams::default().tail(1).ok(), Some(DEFAULT_TAIL));
-        assert_eq!(params("0").tail(0).ok(), Some(0));
-        assert_eq!(params("10000").tail(1).ok(), Some(10_000));
-        for bad in ["0", "10001", "-1", "many", "4294967296"] {
-            let error = params(bad).tail(1).expect_err(bad);
+        assert_eq!(LogsParams::default().tail().ok(), Some(DEFAULT_TAIL));
+        assert_eq!(params("0").tail().ok(), Some(0));
+        assert_eq!(params("10000").tail().ok(), Some(10_000));
+        for bad in ["10001", "-1", "many", "4294967296"] {
+            let error = params(bad).tail().expect_err(bad);
             assert_eq!(error.field.as_deref(), Some("tail"), "{bad}");
         }
     }

@@ -123,7 +123,7 @@ pub struct RuleRequest {
     #[serde(default)]
     pub project_ids: Vec<i64>,
     #[serde(default)]
-    #[schema(example = json!(["deploy_failed", "stale_found"]))]
+    #[schema(example = json!(["deploy_failed", "stale_found"]), value_type = Vec<crate::domain::event::EventKind>)]
     pub kinds: Vec<String>,
 }
 

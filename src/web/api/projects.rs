@@ -87,16 +87,23 @@ pub struct ProjectListResponse {
 #[serde(deny_unknown_fields)]
 pub struct ProjectCreateRequest {
     /// A lowercase DNS label: `a-z`, `0-9`, `-`, 1 to 63 characters.
-    #[schema(example = "shop")]
+    #[schema(example = "shop", pattern = "^ *[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])? *$")]
     pub name: String,
     /// The repository without a tag or digest (`nginx`, `ghcr.io/org/app`,
     /// `127.0.0.1:5000/team/app`); stages choose tags.
-    #[schema(example = "ghcr.io/org/app")]
+    #[schema(example = "ghcr.io/org/app", min_length = 1)]
     pub image: String,
+    /// 1 to 255 characters, no `:`.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^:\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub registry_username: Option<String>,
-    /// Write-only: stored encrypted, never returned.
+    /// Write-only: stored encrypted, never returned. 1 to 4096 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 4096, pattern = "^[^\\u0000]*$")]
     pub registry_password: Option<String>,
     /// Default false.
     #[serde(default)]
@@ -109,17 +116,17 @@ pub struct ProjectCreateRequest {
 #[serde(deny_unknown_fields)]
 pub struct ProjectPatchRequest {
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^ *[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])? *$")]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1)]
     pub image: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, pattern = "^[^:\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub registry_username: Option<Option<String>>,
-    /// Write-only; `null` removes the stored password.
+    /// Write-only; `null` removes the stored password. 1 to 4096 characters.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 4096, pattern = "^[^\\u0000]*$")]
     pub registry_password: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = bool)]

@@ -76,14 +76,19 @@ pub struct ProxyListResponse {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyCreateRequest {
-    /// 1 to 100 characters, for people.
-    #[schema(example = "docs")]
+    /// 1 to 100 characters, for people; no control characters.
+    #[schema(
+        example = "docs",
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
     /// An exact RFC 1123 hostname, compared case-insensitively.
-    #[schema(example = "docs.example.com")]
+    #[schema(example = "docs.example.com", min_length = 1)]
     pub hostname: String,
     /// An `http://` or `https://` URL with a host.
-    #[schema(example = "http://127.0.0.1:9000")]
+    #[schema(example = "http://127.0.0.1:9000", pattern = "^[Hh][Tt][Tt][Pp][Ss]?://")]
     pub target_url: String,
     /// Default false.
     #[serde(default)]
@@ -103,13 +108,13 @@ fn default_enabled() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct ProxyPatchRequest {
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1)]
     pub hostname: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[Hh][Tt][Tt][Pp][Ss]?://")]
     pub target_url: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = bool)]

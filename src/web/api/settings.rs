@@ -48,7 +48,7 @@ pub struct SettingsDocument {
     pub deploy_health_timeout_seconds: u32,
     /// Host directories stages may bind-mount (a volume `source` starting with `/` must lie
     /// under one); empty: no bind mounts. `/` and the Docker socket are never allowed.
-    #[schema(example = json!(["/srv/apps"]))]
+    #[schema(example = json!(["/srv/apps"]), value_type = Vec<AbsolutePath>, inline)]
     pub allowed_bind_paths: Vec<String>,
     /// How long the proxy holds a request to a `stop_first` stage while its instance is
     /// replaced, in seconds; past it the request gets 503 with `Retry-After`. 1 to 300.
@@ -71,13 +71,53 @@ async fn settings_get(_: Viewer, State(state): State<AppState>) -> Json<Map<Stri
     Json(state.settings.current().to_json())
 }
 
+/// An absolute path, as the document describes `allowed_bind_paths`' items: `/`, then parts
+/// without control characters (the server also refuses `.` and `..` parts and the directories
+/// holding the Docker socket, which a pattern cannot say simply).
+pub struct AbsolutePath;
+
+impl utoipa::PartialSchema for AbsolutePath {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^(/[^/\\u0000-\\u001F\\u007F-\\u009F]+)+$"))
+            .max_length(Some(4096))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for AbsolutePath {}
+
+/// The body of `PATCH /api/settings`: the settings document with no key required, since any
+/// subset may be sent. Derived from [`SettingsDocument`] so the two cannot drift apart.
+pub struct SettingsPatchDocument;
+
+impl utoipa::PartialSchema for SettingsPatchDocument {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::Schema;
+        let mut schema = <SettingsDocument as utoipa::PartialSchema>::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.required.clear();
+            // An unknown key is refused (400 naming it), so the document says none is allowed.
+            object.additional_properties = Some(Box::new(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
+        }
+        schema
+    }
+}
+
+impl utoipa::ToSchema for SettingsPatchDocument {}
+
 /// Changes some settings: a JSON object of keys to new values (`null` clears a nullable one).
 /// Answers every setting as it is now.
 #[utoipa::path(
     patch,
     path = "/api/settings",
     tag = "settings",
-    request_body(content = SettingsDocument, description = "any subset of the settings"),
+    request_body(content = inline(SettingsPatchDocument), description = "any subset of the settings"),
     responses(
         (status = 200, body = SettingsDocument),
         (status = 400, body = ErrorBody, description = "an unknown key or a bad value, named in `error.field`; nothing changed"),
@@ -142,5 +182,18 @@ mod tests {
         documented.sort();
         answered.sort();
         assert_eq!(documented, answered);
+    }
+
+    #[test]
+    fn a_patch_documents_the_same_settings_with_none_required() {
+        let (RefOr::T(Schema::Object(whole)), RefOr::T(Schema::Object(patch))) =
+            (SettingsDocument::schema(), SettingsPatchDocument::schema())
+        else {
+            panic!("both are object schemas");
+        };
+        assert!(!whole.required.is_empty(), "an answer has every setting");
+        assert!(patch.required.is_empty(), "a patch sends any subset");
+        let keys = |o: &utoipa::openapi::schema::Object| o.properties.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&patch), keys(&whole));
     }
 }

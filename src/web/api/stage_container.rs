@@ -32,8 +32,9 @@ pub struct ContainerRequest {
     /// Plain environment variables (readable by members and admins).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Overrides the image's command when set.
+    /// Overrides the image's command when set; at least one argument (null for the image's).
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub command: Option<Vec<String>>,
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
@@ -41,7 +42,9 @@ pub struct ContainerRequest {
     #[serde(default)]
     #[schema(maximum = 3600)]
     pub min_ready_seconds: Option<u32>,
+    /// A memory limit in MB, 6 (Docker's minimum) to 1048576.
     #[serde(default)]
+    #[schema(minimum = 6, maximum = 1048576)]
     pub memory_mb: Option<u32>,
     #[serde(default)]
     pub cpus: Option<f64>,

@@ -127,9 +127,9 @@ pub struct StageListResponse {
 #[serde(deny_unknown_fields)]
 pub struct StageCreateRequest {
     /// A lowercase DNS label, unique within the project.
-    #[schema(example = "prod")]
+    #[schema(example = "prod", pattern = "^ *[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])? *$")]
     pub name: String,
-    #[schema(example = "semver:^1")]
+    #[schema(example = "semver:^1", pattern = "^ *(tag|semver|glob|regex):.*[^ ] *$")]
     pub tag_policy: String,
     /// Default null: the `default_poll_schedule` setting.
     #[serde(default)]
@@ -171,10 +171,10 @@ fn default_auto_deploy() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct StagePatchRequest {
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^ *[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])? *$")]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^ *(tag|semver|glob|regex):.*[^ ] *$")]
     pub tag_policy: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]

@@ -57,8 +57,13 @@ pub struct TokenList {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCreate {
-    /// What the token is for (`ci`, `laptop`): 1 to 100 characters.
-    #[schema(example = "ci")]
+    /// What the token is for (`ci`, `laptop`): 1 to 100 characters, no control characters.
+    #[schema(
+        example = "ci",
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
 }
 

@@ -65,7 +65,7 @@ pub struct UserCreate {
     #[schema(example = "alice")]
     pub username: String,
     /// 8 to 1024 characters.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 8, max_length = 1024)]
     pub password: String,
     /// `viewer` (the default), `member` or `admin`.
     #[serde(default)]
@@ -82,7 +82,7 @@ pub struct UserPatch {
     pub role: Option<String>,
     /// A new password (8 to 1024 characters); ends the user's sessions.
     #[serde(default)]
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 8, max_length = 1024)]
     pub password: Option<String>,
 }
 
