@@ -248,7 +248,7 @@ async fn real_case() -> Vec<ContainerSummary> {
                         ]),
                         env: Vec::new(),
                         command: None,
-                        container_port: 8080,
+                        container_port: Some(8080),
                         memory_bytes: None,
                         nano_cpus: None,
                         mounts: Vec::new(),

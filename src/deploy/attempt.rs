@@ -22,10 +22,10 @@ use crate::domain::image_ref::Digest;
 use crate::domain::instance::{
     Deployment, DeploymentStatus, Instance, InstanceFilter, InstanceStatus, NewInstance, Trigger,
 };
-use crate::domain::project::Project;
+use crate::domain::project::{Project, SealedSecret};
 use crate::domain::stage::{DeployStrategy, Stage};
 use crate::domain::tag_policy::PolicyMode;
-use crate::domain::workload::{check_bind_mounts, project_network_name, volume_name};
+use crate::domain::workload::{VolumeMount, check_bind_mounts, project_network_name, volume_name};
 use crate::store::StoreError;
 
 /// One deploy attempt in flight: what the failure path needs to clean up and record.
@@ -212,7 +212,7 @@ impl Deployer {
                 .context("recording the instance's secret variables")?;
         }
         let spec = self.container_spec(attempt, image, &secret_env);
-        self.prepare_resources(&attempt.project, &attempt.stage, &spec)
+        self.prepare_resources(&attempt.project, &attempt.stage.container.volumes, &spec)
             .await?;
         // Migrations first: the new instance is created only once they passed.
         self.pre_deploy_hook(attempt, &spec, &secret_env)
@@ -284,6 +284,14 @@ impl Deployer {
             .stage_secrets(stage.id)
             .await
             .context("reading the stage's secret variables")?;
+        self.open_secrets(sealed)
+    }
+
+    /// Sealed secret variables (a stage's or an accessory's), opened.
+    pub(super) fn open_secrets(
+        &self,
+        sealed: BTreeMap<String, SealedSecret>,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
         sealed
             .into_iter()
             .map(|(key, value)| {
@@ -328,28 +336,11 @@ impl Deployer {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect(),
             command: container.command.clone(),
-            container_port: container.port,
+            container_port: Some(container.port),
             memory_bytes: container.memory_mb.map(|mb| i64::from(mb) * 1024 * 1024),
             // Validated to (0, 1024], so the product fits easily.
             nano_cpus: container.cpus.map(|cpus| (cpus * 1e9).round() as i64),
-            mounts: container
-                .volumes
-                .iter()
-                .map(|volume| Mount {
-                    kind: if volume.is_bind() {
-                        MountKind::Bind
-                    } else {
-                        MountKind::Volume
-                    },
-                    source: if volume.is_bind() {
-                        volume.source.clone()
-                    } else {
-                        volume_name(project, &volume.source)
-                    },
-                    target: volume.target.clone(),
-                    read_only: volume.read_only,
-                })
-                .collect(),
+            mounts: engine_mounts(project, &container.volumes),
             network: Some(NetworkAttachment {
                 name: project_network_name(project),
                 aliases: vec![attempt.stage.name.to_string()],
@@ -365,18 +356,15 @@ impl Deployer {
     /// What the container needs to exist before it is created: the project's network and
     /// named volumes (created once, labelled, kept), and — checked again now, the setting may
     /// have narrowed since the stage was saved — permission for its bind mounts.
-    async fn prepare_resources(
+    pub(super) async fn prepare_resources(
         &self,
         project: &Project,
-        stage: &Stage,
+        volumes: &[VolumeMount],
         spec: &CreateContainer,
     ) -> anyhow::Result<()> {
         let deps = self.deps();
-        check_bind_mounts(
-            &stage.container.volumes,
-            &deps.settings.current().allowed_bind_paths,
-        )
-        .map_err(anyhow::Error::msg)?;
+        check_bind_mounts(volumes, &deps.settings.current().allowed_bind_paths)
+            .map_err(anyhow::Error::msg)?;
         let labels = resource_labels(&deps.installation_id, project.name.as_str());
         if let Some(network) = &spec.network {
             deps.engine
@@ -393,7 +381,7 @@ impl Deployer {
         Ok(())
     }
 
-    async fn pull_auth(&self, project: &Project) -> anyhow::Result<Option<PullAuth>> {
+    pub(super) async fn pull_auth(&self, project: &Project) -> anyhow::Result<Option<PullAuth>> {
         let Some(username) = &project.registry_username else {
             return Ok(None);
         };
@@ -682,4 +670,26 @@ impl Deployer {
         }
         self.deps().bus.publish(event).await;
     }
+}
+
+/// A container's mounts with the engine's names: a named volume of `project` is
+/// `dw-{project}-{source}`, a bind mount its host path.
+pub(super) fn engine_mounts(project: &str, volumes: &[VolumeMount]) -> Vec<Mount> {
+    volumes
+        .iter()
+        .map(|volume| Mount {
+            kind: if volume.is_bind() {
+                MountKind::Bind
+            } else {
+                MountKind::Volume
+            },
+            source: if volume.is_bind() {
+                volume.source.clone()
+            } else {
+                volume_name(project, &volume.source)
+            },
+            target: volume.target.clone(),
+            read_only: volume.read_only,
+        })
+        .collect()
 }

@@ -80,6 +80,8 @@ pub enum ConflictReason {
     NoContainer(i64),
     #[error("the container of instance {0} no longer exists; deploy its tag again instead")]
     ContainerGone(i64),
+    #[error("accessory {0} is being removed")]
+    AccessoryRemoving(i64),
     /// Removing the instance would take a live site down.
     #[error("instance {id} is running and routed for stage {stage}; stop it first")]
     InstanceRouted { id: i64, stage: String },

@@ -37,11 +37,13 @@
 //! - `rollback`: bringing back the previous instance;
 //! - `heal`: a stage bringing itself back after its serving container was removed outside;
 //! - `instance_actions`: stop, start, restart and remove of one instance;
+//! - `accessory`: an accessory's container — launch, start, stop, restart, removal;
 //! - `error`: [`DeployError`] and its reasons;
 //! - `lock`: the per-stage lock with "latest target wins";
 //! - `health`: the health gate;
 //! - `per_tag`: which tags a per-tag stage deploys and which instances it stops (pure).
 
+mod accessory;
 mod attempt;
 mod error;
 mod heal;
@@ -57,6 +59,7 @@ mod stop_first;
 #[cfg(test)]
 mod tests;
 
+pub use self::accessory::AccessoryAction;
 pub use self::error::{ConflictReason, DeployError, DeployResult, DockerContext, Missing};
 pub use self::heal::HealOutcome;
 pub use self::rollback::rollback_target;
@@ -176,6 +179,7 @@ struct Inner {
     deps: DeployerDeps,
     options: DeployerOptions,
     locks: StageLocks,
+    accessory_locks: accessory::AccessoryLocks,
     /// For health checks: no proxy (a container's port is on 127.0.0.1), no redirects followed
     /// (a 301 is an answer, compared with `expected_status`).
     http: reqwest::Client,
@@ -193,6 +197,7 @@ impl Deployer {
                 deps,
                 options,
                 locks: StageLocks::default(),
+                accessory_locks: accessory::AccessoryLocks::default(),
                 http,
             }),
         })

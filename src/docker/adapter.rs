@@ -64,19 +64,21 @@ impl ContainerEngine for DockerEngine {
 
     async fn create(&self, spec: &CreateContainer) -> Result<String, DockerError> {
         let client = self.call(Operation::Create)?;
-        let port = format!("{}/tcp", spec.container_port);
+        let port = spec.container_port.map(|port| format!("{port}/tcp"));
         // An empty host port lets the engine choose a free one; `inspect` and `list_managed`
         // read it back.
-        let bindings: PortMap = HashMap::from([(
-            port.clone(),
-            Some(vec![PortBinding {
-                host_ip: Some(PUBLISH_IP.to_owned()),
-                host_port: Some(String::new()),
-            }]),
-        )]);
+        let bindings: Option<PortMap> = port.as_ref().map(|port| {
+            HashMap::from([(
+                port.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some(PUBLISH_IP.to_owned()),
+                    host_port: Some(String::new()),
+                }]),
+            )])
+        });
         let (network_mode, networking_config) = engine_network(spec);
         let host_config = HostConfig {
-            port_bindings: Some(bindings),
+            port_bindings: bindings,
             restart_policy: Some(engine_restart_policy(spec.restart_policy)),
             memory: spec.memory_bytes,
             nano_cpus: spec.nano_cpus,
@@ -89,7 +91,7 @@ impl ContainerEngine for DockerEngine {
             labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
             env: Some(spec.env.clone()),
             cmd: spec.command.clone(),
-            exposed_ports: Some(vec![port]),
+            exposed_ports: port.map(|port| vec![port]),
             user: spec.user.clone(),
             stop_signal: Some(spec.stop_signal.clone()),
             stop_timeout: Some(i64::from(spec.stop_timeout_seconds)),

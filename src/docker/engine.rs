@@ -24,6 +24,8 @@ pub mod labels {
     pub const INSTANCE: &str = "io.docker-watcher.instance";
     /// On a deploy hook's one-off container (`pre_deploy`, `post_deploy`), instead of INSTANCE.
     pub const HOOK: &str = "io.docker-watcher.hook";
+    /// On an accessory's container (its id), instead of STAGE and INSTANCE.
+    pub const ACCESSORY: &str = "io.docker-watcher.accessory";
 }
 
 /// The labels of a volume or network docker-watcher creates for `project`: managed, this
@@ -66,8 +68,9 @@ pub struct CreateContainer {
     /// `KEY=value` pairs.
     pub env: Vec<String>,
     pub command: Option<Vec<String>>,
-    /// The port inside the container, published on 127.0.0.1 with an engine-chosen host port.
-    pub container_port: u16,
+    /// The port inside the container, published on 127.0.0.1 with an engine-chosen host port;
+    /// `None` publishes nothing (an accessory without a port).
+    pub container_port: Option<u16>,
     pub memory_bytes: Option<i64>,
     pub nano_cpus: Option<i64>,
     /// Named volumes (already created, see [`ContainerEngine::ensure_volume`]) and bind mounts.
@@ -163,6 +166,11 @@ impl ContainerSummary {
     /// The instance id from the label, when it parses.
     pub fn instance_id(&self) -> Option<i64> {
         self.labels.get(labels::INSTANCE).and_then(|v| v.parse().ok())
+    }
+
+    /// The accessory id from the label, when it parses.
+    pub fn accessory_id(&self) -> Option<i64> {
+        self.labels.get(labels::ACCESSORY).and_then(|v| v.parse().ok())
     }
 }
 

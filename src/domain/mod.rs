@@ -7,9 +7,11 @@
 //!   values taken from users.
 //! - [`project`], [`stage`], [`instance`], [`deployment`], [`proxy`], [`user`], [`settings`],
 //!   [`event`], [`notification`]: the records of the store, as domain types.
+//! - [`accessory`]: a project's companions (a database, a cache) and their status.
 //! - [`workload`]: what a stage's container is given beyond its image (volumes, networks,
 //!   labels, user, restart policy, stop signal), parsed and checked.
 
+pub mod accessory;
 pub mod duration;
 pub mod event;
 pub mod hostname;

@@ -238,6 +238,35 @@ pub fn env_name_message(key: &str) -> String {
     format!("'{key}' is not a valid variable name: letters, digits and _, not starting with a digit")
 }
 
+/// Checks plain environment variables (of a stage's container or an accessory): at most 1000,
+/// names that [`is_env_name`] accepts, values without NUL. The error names the field relative
+/// to the container (`env.KEY`).
+pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), (String, String)> {
+    if env.len() > 1000 {
+        return Err(("env".into(), "at most 1000 variables".into()));
+    }
+    for (key, value) in env {
+        if !is_env_name(key) {
+            return Err((format!("env.{key}"), env_name_message(key)));
+        }
+        if value.contains('\0') {
+            return Err((format!("env.{key}"), "must not contain NUL characters".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a command that overrides the image's: not empty, no NUL.
+pub fn check_command(command: &[String]) -> Result<(), String> {
+    if command.is_empty() {
+        return Err("must not be empty; use null for the image's command".into());
+    }
+    if command.iter().any(|a| a.contains('\0')) {
+        return Err("must not contain NUL characters".into());
+    }
+    Ok(())
+}
+
 /// The most secret variables a stage or an accessory holds.
 pub const MAX_SECRET_ENV: usize = 100;
 /// The longest secret value, in bytes.
@@ -297,27 +326,9 @@ impl ContainerSpec {
         if self.port == 0 {
             return fail("port", "must be from 1 to 65535".into());
         }
-        if self.env.len() > 1000 {
-            return fail("env", "at most 1000 variables".into());
-        }
-        for (key, value) in &self.env {
-            if !is_env_name(key) {
-                return fail(&format!("env.{key}"), env_name_message(key));
-            }
-            if value.contains('\0') {
-                return fail(&format!("env.{key}"), "must not contain NUL characters".into());
-            }
-        }
+        check_env(&self.env).or_else(|(field, msg)| fail(&field, msg))?;
         if let Some(command) = &self.command {
-            if command.is_empty() {
-                return fail(
-                    "command",
-                    "must not be empty; use null for the image's command".into(),
-                );
-            }
-            if command.iter().any(|a| a.contains('\0')) {
-                return fail("command", "must not contain NUL characters".into());
-            }
+            check_command(command).or_else(|msg| fail("command", msg))?;
         }
         if let Some(hc) = &self.health_check {
             if !hc.path.starts_with('/')

@@ -21,6 +21,7 @@
 //! - [`backup`]: online copies (`VACUUM INTO`) and the checks a restore makes.
 //! - [`notifications`]: notification channels, the outbox of messages to deliver, the delivery log.
 
+pub mod accessories;
 pub mod backup;
 pub mod deployments;
 pub mod events;

@@ -142,7 +142,8 @@ impl Store {
     pub async fn delete_project(&self, id: i64) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         let stages: Option<i64> = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM stages WHERE project_id = p.id) FROM projects p WHERE p.id = ?",
+            "SELECT (SELECT count(*) FROM stages WHERE project_id = p.id) \
+             + (SELECT count(*) FROM accessories WHERE project_id = p.id) FROM projects p WHERE p.id = ?",
         )
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -153,7 +154,7 @@ impl Store {
             Some(_) => {
                 return Err(StoreError::Conflict {
                     field: "id",
-                    message: "the project still has stages; delete them first".into(),
+                    message: "the project still has stages or accessories; delete them first".into(),
                 });
             }
         }

@@ -319,6 +319,14 @@ impl Syncer {
         die: Option<DieContext>,
     ) {
         let _writes = self.writes.lock().await;
+        if event
+            .labels
+            .contains_key(crate::docker::engine::labels::ACCESSORY)
+        {
+            let requested = die.is_some_and(|die| die.stopped_by_request);
+            self.apply_accessory_event(event, observation, requested).await;
+            return;
+        }
         let Some(instance) = self.instance_of(event).await else {
             return;
         };

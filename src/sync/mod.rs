@@ -30,6 +30,7 @@
 //! Sync is a workflow: it knows `docker` only through the [`ContainerEngine`] trait, and never
 //! HTTP.
 
+pub mod accessories;
 pub mod plan;
 pub mod recovery;
 
@@ -236,7 +237,14 @@ impl Syncer {
             .list_instances(&InstanceFilter::default())
             .await
             .context("listing instances")?;
-        let plan = plan::plan_reconcile(&instances, containers, settled);
+        let mut plan = plan::plan_reconcile(&instances, containers, settled);
+        // Accessories are read after the list too, so a container being created for one is known.
+        let accessories = self
+            .store
+            .list_all_accessories()
+            .await
+            .context("listing accessories")?;
+        accessories::keep_accessory_containers(&mut plan.unrecorded, &accessories);
         let mut report = ReconcileReport {
             containers: containers.len(),
             ..Default::default()
@@ -265,6 +273,7 @@ impl Syncer {
                 }
             }
         }
+        report.changed += self.reconcile_accessories(containers, &accessories).await;
         for container in &plan.unrecorded {
             if self.remove_unrecorded(container).await {
                 report.removed.push(container.id.clone());

@@ -167,7 +167,8 @@ impl From<DeployError> for WebError {
                     | ConflictReason::InstanceChanged { .. }
                     | ConflictReason::NoContainer(_)
                     | ConflictReason::ContainerGone(_)
-                    | ConflictReason::InstanceRouted { .. } => Self::conflict(None, message),
+                    | ConflictReason::InstanceRouted { .. }
+                    | ConflictReason::AccessoryRemoving(_) => Self::conflict(None, message),
                 }
             }
             DeployError::Registry { context, source } => {

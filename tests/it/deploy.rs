@@ -625,11 +625,16 @@ async fn a_per_tag_stage_gives_each_tag_an_instance_and_stops_it_when_the_tag_go
 
 /// A GET of `/` through the app's proxy listener with `host` as the `Host`: status and body.
 pub async fn through_proxy(app: &TestApp, host: &str) -> (u16, String) {
+    through_proxy_at(app, host, "/").await
+}
+
+/// A GET of `path` through the app's proxy listener with `host` as the `Host`: status and body.
+pub async fn through_proxy_at(app: &TestApp, host: &str, path: &str) -> (u16, String) {
     let response = reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("a client")
-        .get(format!("http://{}/", app.app().proxy_addr()))
+        .get(format!("http://{}{path}", app.app().proxy_addr()))
         .header("host", host)
         .send()
         .await

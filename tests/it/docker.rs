@@ -162,7 +162,7 @@ fn spec(name: &str, image: &str, installation: &str, command: Option<Vec<String>
         ]),
         env: vec!["DW_TEST_ENV=hello".to_owned()],
         command,
-        container_port: 8080,
+        container_port: Some(8080),
         memory_bytes: Some(64 * 1024 * 1024),
         nano_cpus: Some(500_000_000),
         mounts: Vec::new(),

@@ -3,6 +3,7 @@
 //! and registry that `scripts/test.sh` starts. One file per feature; shared helpers in
 //! [`helpers`], the test environment (registries, images, commands) in [`testenv`].
 
+mod accessories;
 mod api_listener;
 mod apply;
 mod apply_channels;

@@ -14,7 +14,7 @@ use crate::deploy::{Variant, create_project, deploy_ok, fetch, push_image, uniqu
 use crate::helpers::{ApiClient, Binary, InstallationCleanup, admin_client, assert_field_error, user_client};
 
 /// Every file under `dir`, recursively, with its bytes.
-fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+pub fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {

@@ -18,7 +18,7 @@ use crate::deploy::{Cleanup, Variant, create_project, deploy_ok, fetch, instance
 use crate::helpers::{ApiClient, TestApp, assert_field_error, spawn_app};
 
 /// `docker` with `args`; its standard output, trimmed, and whether it succeeded.
-fn docker(args: &[&str]) -> (bool, String) {
+pub fn docker(args: &[&str]) -> (bool, String) {
     let output = std::process::Command::new("docker")
         .args(args)
         .output()

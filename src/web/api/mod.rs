@@ -3,6 +3,7 @@
 //! the OpenAPI document. Handlers are named `resource_verb` (`stage_deploy_post`), convert their
 //! DTOs to domain types on their first lines, and return `WebResult`.
 
+pub mod accessories;
 pub mod apply;
 pub mod auth;
 pub mod deployments;
@@ -38,6 +39,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(tokens::routes())
         .merge(projects::routes())
         .merge(stages::routes())
+        .merge(accessories::routes())
         .merge(stage_actions::routes())
         .merge(stage_poll::routes())
         .merge(instances::routes())

@@ -368,7 +368,7 @@ pub(crate) async fn project_patch(
         (status = 401, body = ErrorBody, description = "not authenticated"),
         (status = 403, body = ErrorBody, description = "needs the admin role"),
         (status = 404, body = ErrorBody, description = "no such project"),
-        (status = 409, body = ErrorBody, description = "the project still has stages, or a volume to remove is in use"),
+        (status = 409, body = ErrorBody, description = "the project still has stages or accessories, or a volume to remove is in use"),
     ),
     security(("token" = []), ("session" = [])),
 )]
@@ -383,10 +383,12 @@ pub(crate) async fn project_delete(
     let project = state.store.get_project(id).await.map_err(not_found())?;
     let mut removed = Vec::new();
     if remove_volumes {
-        if !state.store.list_stages(id).await?.is_empty() {
+        if !state.store.list_stages(id).await?.is_empty()
+            || !state.store.list_accessories(id).await?.is_empty()
+        {
             return Err(WebError::conflict(
                 Some("id"),
-                "the project still has stages; delete them first",
+                "the project still has stages or accessories; delete them first",
             ));
         }
         removed = project_volumes(&state, &project).await?;

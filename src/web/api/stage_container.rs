@@ -102,7 +102,7 @@ impl std::fmt::Debug for SecretEnvInput {
 }
 
 /// Reads `{"KEY": "value" | null}` without ever quoting a value in an error.
-fn secret_values<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretEnvInput, D::Error> {
+pub(crate) fn secret_values<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretEnvInput, D::Error> {
     use serde::de::Error;
     let raw = serde_json::Value::deserialize(deserializer)
         .map_err(|_| D::Error::custom("must be an object of KEY: \"value\" or null"))?;
@@ -155,32 +155,57 @@ impl ContainerRequest {
         };
         spec.validate()
             .map_err(|(field, err)| WebError::field(field, err))?;
-        check_secret_env(self.secret_env.0.iter().map(|(k, v)| (k, v.as_ref())), &spec.env)
-            .map_err(|(field, err)| WebError::field(field, err))?;
-        // A plain variable may not take the name of a secret that stays.
-        if let Some(key) = spec.env.keys().find(|key| {
-            current_secret_keys.contains(key) && !matches!(self.secret_env.0.get(*key), Some(None))
-        }) {
-            return Err(WebError::validation(
-                format!("container.env.{key}"),
-                format!(
-                    "'{key}' is a secret variable of this stage; remove the secret first (secret_env: {{\"{key}\": null}})"
-                ),
-            ));
-        }
-        if self.secret_env.0.values().flatten().count() + current_secret_keys.len()
-            > crate::domain::stage::MAX_SECRET_ENV
-        {
-            return Err(WebError::validation(
-                "container.secret_env",
-                format!(
-                    "at most {} secret variables",
-                    crate::domain::stage::MAX_SECRET_ENV
-                ),
-            ));
-        }
+        check_secret_input(
+            &self.secret_env,
+            &spec.env,
+            current_secret_keys,
+            "container.",
+            "stage",
+        )?;
         Ok((spec, self.secret_env))
     }
+}
+
+/// Checks a secret-variable request against the plain variables `env` and the secret keys the
+/// owner has now (`current_secret_keys`): names are env names, a name is plain or secret, not
+/// both, and at most [`MAX_SECRET_ENV`](crate::domain::stage::MAX_SECRET_ENV) secrets. Fields
+/// are named under `prefix` (`container.` for a stage, nothing for an accessory); `owner` says
+/// whose secret it is in messages.
+pub fn check_secret_input(
+    secret_env: &SecretEnvInput,
+    env: &BTreeMap<String, String>,
+    current_secret_keys: &[String],
+    prefix: &str,
+    owner: &str,
+) -> WebResult<()> {
+    check_secret_env(secret_env.0.iter().map(|(k, v)| (k, v.as_ref())), env).map_err(|(field, err)| {
+        let field = field.strip_prefix("container.").unwrap_or(&field);
+        WebError::field(format!("{prefix}{field}"), err)
+    })?;
+    // A plain variable may not take the name of a secret that stays.
+    if let Some(key) = env
+        .keys()
+        .find(|key| current_secret_keys.contains(key) && !matches!(secret_env.0.get(*key), Some(None)))
+    {
+        return Err(WebError::validation(
+            format!("{prefix}env.{key}"),
+            format!(
+                "'{key}' is a secret variable of this {owner}; remove the secret first (secret_env: {{\"{key}\": null}})"
+            ),
+        ));
+    }
+    if secret_env.0.values().flatten().count() + current_secret_keys.len()
+        > crate::domain::stage::MAX_SECRET_ENV
+    {
+        return Err(WebError::validation(
+            format!("{prefix}secret_env"),
+            format!(
+                "at most {} secret variables",
+                crate::domain::stage::MAX_SECRET_ENV
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Seals the values to set; keeps only what changes compared with `current` (sealed values
