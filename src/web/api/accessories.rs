@@ -25,7 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::instances::InstanceLogsResponse;
-use super::logs::{ContainerLogs, LogsParams};
+use super::logs::{ContainerLogs, LogStreamMessage, LogsParams};
 use super::projects::{double_option, not_found_as, not_null};
 use super::stage_actions::run_to_completion;
 use super::stage_container::{SecretEnvInput, check_secret_input, sealed_changes, secret_values};
@@ -626,7 +626,7 @@ pub(crate) async fn accessory_logs_get(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<LogsParams>,
 ) -> WebResult<Json<InstanceLogsResponse>> {
-    let tail = params.tail(1)?;
+    let tail = params.tail()?;
     let logs = accessory_logs(&state, id).await?;
     Ok(Json(InstanceLogsResponse {
         lines: logs.read(&state, tail).await?,
@@ -644,11 +644,12 @@ pub(crate) async fn accessory_logs_get(
     tag = "accessories",
     params(("id" = i64, Path, description = "the accessory's id"), LogsParams),
     responses(
-        (status = 200, content_type = "text/event-stream", body = String, description = "the stream itself: `line` messages whose `data` is a LogLineResponse as JSON, then one `end` message"),
+        (status = 200, content_type = "text/event-stream", body = LogStreamMessage, description = "the stream itself: `line` messages whose `data` is a LogLineResponse as JSON, then one `end` message"),
         (status = 400, body = ErrorBody, description = "the id is not an integer, or a bad `tail`"),
         (status = 401, body = ErrorBody, description = "not authenticated"),
         (status = 404, body = ErrorBody, description = "no such accessory"),
         (status = 409, body = ErrorBody, description = "the accessory has no container (any more)"),
+        (status = 503, body = ErrorBody, description = "the Docker engine is unavailable"),
     ),
     security(("token" = []), ("session" = [])),
 )]
@@ -658,7 +659,7 @@ pub(crate) async fn accessory_logs_stream_get(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<LogsParams>,
 ) -> WebResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    let tail = params.tail(0)?;
+    let tail = params.tail()?;
     let logs = accessory_logs(&state, id).await?;
     Ok(logs.follow(&state, tail))
 }
