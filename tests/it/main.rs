@@ -10,6 +10,7 @@ mod apply_channels;
 mod auth;
 mod backup;
 mod browser;
+mod crash;
 mod deploy;
 mod docker;
 mod docs;
