@@ -1,4 +1,11 @@
-//! An event flood cut by `kill -9`, against the real binary: eight clients change settings as
+//! docker-watcher killed with `kill -9` in the middle of its work, against the real binary and
+//! engine (the kill during a health gate is in `sync.rs`).
+//!
+//! A kill while a `pre_deploy` hook's one-off container runs: the restarted process fails the
+//! interrupted deployment, the old instance keeps serving, and the hook container — never an
+//! instance — is removed as the unrecorded container it is, so nothing is left behind.
+//!
+//! An event flood cut by `kill -9`: eight clients change settings as
 //! fast as they can (each change is a persisted event) while an SSE client follows the stream,
 //! and the process is killed in the middle. The database then passes SQLite's integrity check,
 //! the persisted event ids run 1, 2, 3… without a gap, every event a client saw live is still
@@ -13,8 +20,10 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnectOptions;
 
+use crate::deploy::{Variant, create_project, deploy_ok, instance, push_image, registry, unique};
 use crate::events::{EventStreamClient, Next};
-use crate::helpers::{ApiClient, Binary, admin_client};
+use crate::helpers::{ApiClient, Binary, InstallationCleanup, admin_client};
+use crate::sync::{create_manual_stage, docker, eventually};
 
 /// Every persisted event of the app, by id (paging through `GET /api/events`, newest first).
 async fn stored_events(client: &ApiClient) -> BTreeMap<i64, String> {
@@ -154,4 +163,105 @@ async fn an_event_flood_cut_by_kill_9_leaves_a_whole_log_with_contiguous_ids_and
         "exactly the events after {after}, once each, in order"
     );
     binary.terminate().await;
+}
+
+#[tokio::test]
+async fn a_kill_during_a_pre_deploy_hook_fails_the_deploy_keeps_the_old_instance_and_leaves_no_hook_container()
+ {
+    let repo = unique("dwtest/crash-hook-");
+    push_image(&repo, "v1", Variant::Web, "hook v1").await;
+    push_image(&repo, "v2", Variant::Web, "hook v2").await;
+    let data_dir = tempfile::tempdir().expect("a data dir");
+    let mut labelled = InstallationCleanup::default();
+
+    let binary = Binary::start(data_dir.path()).await;
+    let admin = admin_client(&binary.base_url).await;
+    let project_id = create_project(&admin, &repo).await;
+    let stage_id = create_manual_stage(&admin, project_id, 1).await;
+    let v1 = deploy_ok(&admin, stage_id, "v1").await;
+    labelled.installation_of(&v1);
+    let (_, installation) = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"io.docker-watcher.installation\"}}",
+        v1["container_id"].as_str().expect("a container"),
+    ]);
+
+    // The next deploy's migration takes a minute: long enough to kill docker-watcher in it.
+    let (status, body) = admin
+        .patch(
+            &format!("/api/stages/{stage_id}"),
+            json!({"hooks": {"pre_deploy": {"command": ["/bin/sleep", "60"], "timeout_seconds": 120}}}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let deploying = admin.clone();
+    let request =
+        tokio::spawn(async move { crate::deploy::deploy(&deploying, stage_id, json!({"tag": "v2"})).await });
+    let hook_filter = format!("label=io.docker-watcher.installation={installation}");
+    let hook = eventually("the hook container to run", Duration::from_secs(60), || {
+        let hook_filter = hook_filter.clone();
+        async move {
+            let (_, ids) = docker(&[
+                "ps",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                &hook_filter,
+                "--filter",
+                "label=io.docker-watcher.hook",
+            ]);
+            ids.split_whitespace().next().map(str::to_owned)
+        }
+    })
+    .await;
+    binary.kill().await;
+    let _ = request.await;
+
+    let binary = Binary::start(data_dir.path()).await;
+    let admin = admin_client(&binary.base_url).await;
+    let (_, list) = admin
+        .get(&format!("/api/deployments?stage_id={stage_id}&limit=1"))
+        .await;
+    let interrupted = &list["items"][0];
+    assert_eq!(
+        (&interrupted["image_tag"], &interrupted["status"]),
+        (&json!("v2"), &json!("failed")),
+        "{list}"
+    );
+    assert_eq!(
+        interrupted["error"], "interrupted by a restart of docker-watcher",
+        "{interrupted}"
+    );
+    let v1 = instance(&admin, v1["id"].as_i64().expect("an id")).await;
+    assert_eq!(
+        (&v1["status"], &v1["is_current"]),
+        (&json!("running"), &json!(true)),
+        "the old one serves: {v1}"
+    );
+    eventually(
+        "the orphaned hook container to be removed",
+        Duration::from_secs(30),
+        || {
+            let hook = hook.clone();
+            async move { (!docker(&["inspect", &hook]).0).then_some(()) }
+        },
+    )
+    .await;
+    let (_, left) = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &hook_filter,
+        "--filter",
+        "label=io.docker-watcher.hook",
+    ]);
+    assert!(left.is_empty(), "no hook container is left: {left}");
+    binary.terminate().await;
+    let _ = docker(&[
+        "rmi",
+        "-f",
+        &format!("{}/{repo}:v1", registry()),
+        &format!("{}/{repo}:v2", registry()),
+    ]);
 }

@@ -36,12 +36,12 @@ fn docker_on(host: Option<&str>, args: &[&str]) -> (bool, String) {
     )
 }
 
-fn docker(args: &[&str]) -> (bool, String) {
+pub fn docker(args: &[&str]) -> (bool, String) {
     docker_on(None, args)
 }
 
 /// Polls `probe` every 100 ms until it returns `Some`, or fails the test after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -94,7 +94,7 @@ async fn docker_events(client: &ApiClient, severity: &str) -> Vec<Value> {
 
 /// A single stage `tag:v1` on port 8080, ready after `min_ready_seconds`, that polls never
 /// deploy to (`auto_deploy: false`), so only the test's own deploys run; its id.
-async fn create_manual_stage(admin: &ApiClient, project_id: i64, min_ready_seconds: u32) -> i64 {
+pub async fn create_manual_stage(admin: &ApiClient, project_id: i64, min_ready_seconds: u32) -> i64 {
     let (status, body) = admin
         .post(
             &format!("/api/projects/{project_id}/stages"),
