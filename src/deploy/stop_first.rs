@@ -21,6 +21,7 @@ use anyhow::Context;
 use super::attempt::Attempt;
 use super::{BringUp, DeployOutcome, DeployResult, Deployer, stage_stop_grace};
 use crate::docker::DockerError;
+use crate::docker::engine::ContainerState;
 use crate::domain::event::{NewEvent, Source};
 use crate::domain::instance::{Instance, InstanceStatus};
 use crate::routes::StageHold;
@@ -143,15 +144,19 @@ impl Deployer {
             .as_deref()
             .context("the old instance has no container")?;
         let name = old.container_name.as_deref().unwrap_or(container_id);
-        deps.engine
-            .start(container_id)
-            .await
-            .with_context(|| format!("starting the container {name} again"))?;
+        let started = deps.engine.start(container_id).await;
         let details = deps
             .engine
             .inspect(container_id)
             .await
             .with_context(|| format!("inspecting the container {name}"))?;
+        // A container that could not be stopped in the first place is still running: that is
+        // as good as started again.
+        if let Err(e) = started
+            && details.state != ContainerState::Running
+        {
+            return Err(e).with_context(|| format!("starting the container {name} again"));
+        }
         deps.store
             .set_instance_container(old.id, container_id, name, details.host_port)
             .await
