@@ -6,7 +6,8 @@
 //! role, not the data dir, masked in its logs); a PATCH only makes it out of date and a restart
 //! applies it, keeping its named volume; stale cleanup and the Docker sync never remove it while
 //! it is defined, and deleting it removes its container (its volumes only when asked); bad
-//! input is a 400 naming the field, a taken name a 409, and a viewer cannot create one.
+//! input is a 400 naming the field, a taken name a 409, and a viewer cannot create one. The
+//! project page lists them and its forms create, edit, restart, stop and delete them.
 
 use std::time::Duration;
 
@@ -17,8 +18,9 @@ use serde_json::{Value, json};
 use crate::deploy::{
     Cleanup, Variant, create_project, deploy_ok, fetch, push_image, registry, through_proxy_at, unique,
 };
-use crate::helpers::{ApiClient, assert_field_error, spawn_app};
+use crate::helpers::{ADMIN_PASSWORD, ApiClient, assert_field_error, spawn_app};
 use crate::secrets::files_under;
+use crate::ui::{UiSession, add_user, pairs};
 use crate::workloads::docker;
 
 /// Creates the accessory and asserts it came up.
@@ -419,5 +421,126 @@ async fn bad_accessory_input_is_a_400_naming_the_field_and_a_viewer_cannot_creat
         .post(&format!("/api/accessories/{id}/stop"), json!({}))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_project_page_lists_accessories_and_members_manage_them_with_its_forms() {
+    let app = spawn_app().await;
+    let api = app.admin().await;
+    add_user(&api, "mia", "member").await;
+    add_user(&api, "vic", "viewer").await;
+    let admin = UiSession::logged_in(&app, "admin", ADMIN_PASSWORD).await;
+    let member = UiSession::logged_in(&app, "mia", "mia-password").await;
+    let viewer = UiSession::logged_in(&app, "vic", "vic-password").await;
+    let repo = unique("dwtest/accessory-ui-");
+    let mut cleanup = Cleanup::new(&app);
+    cleanup.repo(&repo);
+    push_image(&repo, "db1", Variant::App, "db in the ui").await;
+    let project_id = create_project(&api, &repo).await;
+    let project = format!("/projects/{project_id}");
+    let image = format!("{}/{repo}:db1", registry());
+    let secret = unique("ui-secret-value-");
+    let form = |image: &str, env: &str, secrets: &str, remove: &[&str]| {
+        let mut form: Vec<(String, String)> = [
+            ("name", "cache"),
+            ("image", image),
+            ("port", "8080"),
+            ("env", env),
+            ("secret_env", secrets),
+            ("volumes", "cachedata:/data"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for key in remove {
+            form.push(("secret_env.remove".into(), key.to_string()));
+        }
+        form
+    };
+
+    // A refused form: the error next to its input, the typed secret not sent back.
+    let refused = member
+        .submit(
+            &format!("{project}/accessories"),
+            &pairs(&form("no-tag", "MODE=fast", &format!("TOKEN={secret}"), &[])),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(
+        refused.field_of("new-accessory-image").contains("tag or digest"),
+        "{}",
+        refused.body
+    );
+    refused.assert_lacks(&secret);
+
+    let created = member
+        .submit(
+            &format!("{project}/accessories"),
+            &pairs(&form(&image, "MODE=fast", &format!("TOKEN={secret}"), &[])),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let (_, list) = api.get(&format!("/api/projects/{project_id}/accessories")).await;
+    let id = list["items"][0]["id"].as_i64().expect("an accessory");
+    let page = member.get(&project).await;
+    page.assert_has(&format!("data-accessory-status=\"{id}\">running<"));
+    page.assert_has("<code>TOKEN</code> <span class=\"badge ok\">set</span>");
+    page.assert_has("MODE=fast");
+    page.assert_lacks(&secret);
+    page.assert_lacks(&format!("data-out-of-date=\"{id}\""));
+    page.assert_lacks(&format!("action=\"/accessories/{id}/delete\""));
+
+    // An edit makes it out of date until a restart; the secret is removed by its box.
+    let saved = member
+        .submit(
+            &format!("/accessories/{id}/edit"),
+            &pairs(&form(&image, "MODE=slow", "", &["TOKEN"])),
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let page = member.get(&project).await;
+    page.assert_has(&format!("data-out-of-date=\"{id}\""));
+    page.assert_lacks("<code>TOKEN</code>");
+    let restarted = member.submit(&format!("/accessories/{id}/restart"), &[]).await;
+    assert_eq!(restarted.status, StatusCode::SEE_OTHER, "{}", restarted.body);
+    let page = member.get(&project).await;
+    page.assert_has(&format!("data-accessory-status=\"{id}\">running<"));
+    page.assert_lacks(&format!("data-out-of-date=\"{id}\""));
+    let (_, accessory) = api.get(&format!("/api/accessories/{id}")).await;
+    let container = accessory["container_id"].as_str().expect("a container");
+    assert!(container_env(container).contains("MODE=slow"));
+    let stopped = member.submit(&format!("/accessories/{id}/stop"), &[]).await;
+    assert_eq!(stopped.status, StatusCode::SEE_OTHER);
+    member
+        .get(&project)
+        .await
+        .assert_has(&format!("data-accessory-status=\"{id}\">stopped<"));
+
+    // A viewer sees the list and the variables' names, no form and no value.
+    let page = viewer.get(&project).await;
+    assert_eq!(page.mutation_forms(), 0, "{}", page.body);
+    page.assert_has("<code>MODE</code>");
+    page.assert_lacks("MODE=slow");
+    let refused = viewer.submit(&format!("/accessories/{id}/start"), &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    // An admin deletes it, with its volume.
+    let page = admin.get(&project).await;
+    page.assert_has(&format!("action=\"/accessories/{id}/delete\""));
+    let deleted = admin
+        .submit(
+            &format!("/accessories/{id}/delete"),
+            &[("confirm", "yes"), ("remove_volumes", "true")],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
+    let (_, list) = api.get(&format!("/api/projects/{project_id}/accessories")).await;
+    assert_eq!(list["items"], json!([]));
+    let project_name = api.get(&project.replace("/projects", "/api/projects")).await.1["name"]
+        .as_str()
+        .expect("a name")
+        .to_owned();
+    assert!(!docker(&["volume", "inspect", &format!("dw-{project_name}-cachedata")]).0);
     app.stop().await;
 }

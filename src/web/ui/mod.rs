@@ -29,6 +29,8 @@
 //!   [`stale`], [`proxies`], [`notifications`], [`settings`], [`users`], [`tokens`]; [`assets`]
 //!   serves `static/`; [`docs`] serves the user documentation and the readable API reference.
 
+pub mod accessories;
+pub mod accessory_view;
 pub mod assets;
 pub mod dashboard;
 pub mod docs;
@@ -73,6 +75,19 @@ pub fn routes() -> Router<AppState> {
         .route("/projects/{id}/edit", post(projects::project_edit_post))
         .route("/projects/{id}/delete", post(projects::project_delete_post))
         .route("/projects/{id}/stages", post(projects::project_stages_post))
+        .route(
+            "/projects/{id}/accessories",
+            post(accessories::project_accessories_post),
+        )
+        .route("/accessories/{id}/edit", post(accessories::accessory_edit_post))
+        .route(
+            "/accessories/{id}/delete",
+            post(accessories::accessory_delete_post),
+        )
+        .route(
+            "/accessories/{id}/{action}",
+            post(accessories::accessory_action_post),
+        )
         .route("/stages/{id}", get(stages::stage_get))
         .route("/stages/{id}/edit", post(stages::stage_edit_post))
         .route("/stages/{id}/delete", post(stages::stage_delete_post))

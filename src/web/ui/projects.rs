@@ -1,8 +1,9 @@
 //! The project page, `GET /projects/{id}`: the project's repository and credentials (edit form
 //! for members, delete for admins), its stages with what runs on each, and the form to add a
-//! stage. Its form targets: `POST /projects` (the dashboard's new-project form),
-//! `POST /projects/{id}/edit`, `POST /projects/{id}/delete` and `POST /projects/{id}/stages`.
-//! Each hands the form, as JSON, to the API handler that does the same for `/api`.
+//! stage, and its accessories (their forms are handled in [`super::accessories`]). Its form
+//! targets: `POST /projects` (the dashboard's new-project form), `POST /projects/{id}/edit`,
+//! `POST /projects/{id}/delete` and `POST /projects/{id}/stages`. Each hands the form, as JSON,
+//! to the API handler that does the same for `/api`.
 
 use askama::Template;
 use axum::Json;
@@ -12,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
+use super::accessory_view::{AccessoryFormValues, AccessoryRow, accessory_rows};
 use super::dashboard::{PROJECT_FIELDS, render_dashboard};
 use super::form::{FormData, Forms, api_body, json_text};
 use super::page::{Chrome, Flash, FlashMessage, Nav, PageTemplate, Ui, error_page, render, see_other_with};
@@ -35,6 +37,9 @@ pub struct ProjectPage {
     pub stages: Vec<ProjectStageRow>,
     /// The new-stage form's starting values.
     pub stage_values: StageFormValues,
+    pub accessories: Vec<AccessoryRow>,
+    /// The new-accessory form's starting values.
+    pub accessory_values: AccessoryFormValues,
 }
 
 impl PageTemplate for ProjectPage {
@@ -174,6 +179,8 @@ async fn build(
         },
         stages: rows,
         stage_values: StageFormValues::defaults(),
+        accessories: accessory_rows(state, id).await?,
+        accessory_values: AccessoryFormValues::default(),
     })
 }
 

@@ -197,7 +197,7 @@ fn hook_timeout(hook: Option<&Hook>) -> String {
 }
 
 /// One argument per non-blank line.
-fn lines(raw: &str) -> Vec<&str> {
+pub(super) fn lines(raw: &str) -> Vec<&str> {
     raw.lines().map(str::trim).filter(|l| !l.is_empty()).collect()
 }
 
@@ -244,27 +244,11 @@ pub fn stage_json(form: &FormData, patch: bool) -> WebResult<Value> {
         "env".into(),
         parse_env("container.env", form.get("container.env").unwrap_or(""))?,
     );
-    // Secrets: the lines set or replace, the ticked boxes remove; the others are kept.
-    let mut secrets = match parse_env(
-        "container.secret_env",
-        form.get("container.secret_env").unwrap_or(""),
-    )? {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    for key in form.all("container.secret_env.remove") {
-        secrets.entry(key.to_owned()).or_insert(Value::Null);
-    }
+    let secrets = secret_env_json(form, "container.secret_env")?;
     if !secrets.is_empty() {
         container.insert("secret_env".into(), Value::Object(secrets));
     }
-    let command: Vec<&str> = form
-        .get("container.command")
-        .unwrap_or("")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let command = lines(form.get("container.command").unwrap_or(""));
     container.insert(
         "command".into(),
         if command.is_empty() {
@@ -289,7 +273,7 @@ pub fn stage_json(form: &FormData, patch: bool) -> WebResult<Value> {
     );
     container.insert(
         "volumes".into(),
-        parse_volumes(form.get("container.volumes").unwrap_or(""))?,
+        parse_volumes("container.volumes", form.get("container.volumes").unwrap_or(""))?,
     );
     container.insert(
         "networks".into(),
@@ -337,8 +321,22 @@ pub fn stage_json(form: &FormData, patch: bool) -> WebResult<Value> {
     Ok(Value::Object(body))
 }
 
-/// `source:target` lines (`:ro` appended for a read-only mount) as the API's `volumes`.
-fn parse_volumes(raw: &str) -> WebResult<Value> {
+/// The secret-variable inputs named `field` (`KEY=value` lines that set or replace) and
+/// `{field}.remove` (ticked keys to remove) as the API's `secret_env`; keys in neither are kept.
+pub(super) fn secret_env_json(form: &FormData, field: &str) -> WebResult<Map<String, Value>> {
+    let mut secrets = match parse_env(field, form.get(field).unwrap_or(""))? {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    for key in form.all(&format!("{field}.remove")) {
+        secrets.entry(key.to_owned()).or_insert(Value::Null);
+    }
+    Ok(secrets)
+}
+
+/// `source:target` lines (`:ro` appended for a read-only mount) as the API's `volumes`; an
+/// error names `field`.
+pub(super) fn parse_volumes(field: &str, raw: &str) -> WebResult<Value> {
     let mut volumes = Vec::new();
     for (n, line) in raw.lines().enumerate() {
         let line = line.trim();
@@ -351,7 +349,7 @@ fn parse_volumes(raw: &str) -> WebResult<Value> {
         };
         let Some((source, target)) = line.split_once(':') else {
             return Err(WebError::validation(
-                "container.volumes",
+                field,
                 format!(
                     "line {}: write one mount per line as source:/target, :ro for read-only",
                     n + 1
@@ -365,7 +363,7 @@ fn parse_volumes(raw: &str) -> WebResult<Value> {
 
 /// `KEY=value` lines as a JSON object; blank lines are skipped. An error names the line, never
 /// its text (the lines may be secrets).
-fn parse_env(field: &str, raw: &str) -> WebResult<Value> {
+pub(super) fn parse_env(field: &str, raw: &str) -> WebResult<Value> {
     let mut env = Map::new();
     for (n, line) in raw.lines().enumerate() {
         let line = line.trim_end_matches('\r');
