@@ -147,10 +147,10 @@ pub struct AccessoryListResponse {
 #[serde(deny_unknown_fields)]
 pub struct AccessoryCreateRequest {
     /// A DNS label, unique in the project: the name the project's containers reach it by.
-    #[schema(example = "db")]
+    #[schema(example = "db", pattern = "^ *[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])? *$")]
     pub name: String,
     /// A full image reference with a tag or digest; pulled as given, never followed.
-    #[schema(example = "postgres:16")]
+    #[schema(example = "postgres:16", min_length = 1)]
     pub image: String,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -162,7 +162,9 @@ pub struct AccessoryCreateRequest {
     /// one starting with `/` is a bind mount, allowed only under `allowed_bind_paths`.
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
+    /// Overrides the image's command: at least one argument.
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub command: Option<Vec<String>>,
     /// The port it listens on inside the container, if it has one to publish.
     #[serde(default)]
@@ -176,7 +178,7 @@ pub struct AccessoryCreateRequest {
 #[serde(deny_unknown_fields)]
 pub struct AccessoryPatchRequest {
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>, example = "postgres:16.4")]
+    #[schema(value_type = Option<String>, example = "postgres:16.4", min_length = 1)]
     pub image: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
@@ -188,10 +190,10 @@ pub struct AccessoryPatchRequest {
     #[schema(value_type = Option<Vec<VolumeMount>>)]
     pub volumes: Option<Option<Vec<VolumeMount>>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<String>>, min_items = 1)]
     pub command: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<u16>)]
+    #[schema(value_type = Option<u16>, minimum = 1, maximum = 65535)]
     pub port: Option<Option<u16>>,
 }
 
