@@ -392,12 +392,28 @@ async fn bad_accessory_input_is_a_400_naming_the_field_and_a_viewer_cannot_creat
     assert_eq!(list["items"], json!([]), "nothing was written");
 
     let accessory = create_accessory(&admin, project_id, with(json!({}))).await;
+    let conflict = |status: StatusCode, body: &Value| {
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (StatusCode::CONFLICT, &json!("name")),
+            "{body}"
+        );
+    };
     let (status, body) = admin.post(&path, with(json!({}))).await;
-    assert_eq!(
-        (status, &body["error"]["field"]),
-        (StatusCode::CONFLICT, &json!("name")),
-        "{body}"
-    );
+    conflict(status, &body);
+    // On the project network a stage and an accessory cannot answer to the same name.
+    let stages = format!("/api/projects/{project_id}/stages");
+    let stage = |name: &str| json!({"name": name, "tag_policy": "tag:v1", "auto_deploy": false});
+    let (status, web) = admin.post(&stages, stage("web")).await;
+    assert_eq!(status, StatusCode::CREATED, "{web}");
+    let (status, body) = admin.post(&path, with(json!({"name": "web"}))).await;
+    conflict(status, &body);
+    let (status, body) = admin.post(&stages, stage("db")).await;
+    conflict(status, &body);
+    let (status, body) = admin
+        .patch(&format!("/api/stages/{}", web["id"]), json!({"name": "db"}))
+        .await;
+    conflict(status, &body);
     let id = accessory["id"].as_i64().expect("an id");
     for (patch, field) in [
         (json!({"image": "no-tag"}), "image"),

@@ -230,6 +230,29 @@ async fn check_name_free(state: &AppState, project_id: i64, name: &Name) -> WebR
     Ok(())
 }
 
+/// The reverse of [`check_name_free`], for a stage's create or rename: a stage may not take the
+/// name an accessory of its project answers to on the project network (409 `name`).
+pub(crate) async fn check_no_accessory_named(
+    state: &AppState,
+    project_id: i64,
+    name: &Name,
+) -> WebResult<()> {
+    let accessories = state
+        .store
+        .list_accessories(project_id)
+        .await
+        .map_err(not_found_as(format!("no project with id {project_id}")))?;
+    if accessories.iter().any(|accessory| accessory.name == *name) {
+        return Err(WebError::conflict(
+            Some("name"),
+            format!(
+                "the accessory {name} of this project answers to that name on the project network; choose another"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A project's accessories, by name.
 #[utoipa::path(
     get,

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::accessories::check_no_accessory_named;
 use super::projects::{double_option, not_found_as, not_null};
 use super::stage_container::{ContainerRequest, ContainerResponse, check_workload, sealed_changes};
 use super::workload_resources::{DeleteParams, remove_volumes as remove_volumes_now, stage_volumes};
@@ -341,6 +342,7 @@ pub(crate) async fn project_stages_post(
             .filter_map(|(key, sealed)| Some((key, sealed?)))
             .collect(),
     };
+    check_no_accessory_named(&state, project_id, &new.name).await?;
 
     let stage = state
         .store
@@ -472,6 +474,14 @@ pub(crate) async fn stage_patch(
             .field("strategy")?,
         secret_env,
     };
+    if let Some(name) = &patch.name {
+        let current = state
+            .store
+            .get_stage(id)
+            .await
+            .map_err(not_found_as(format!("no stage with id {id}")))?;
+        check_no_accessory_named(&state, current.project_id, name).await?;
+    }
 
     let stage = state
         .store
