@@ -17,7 +17,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::deploy::{Cleanup, Variant, create_project, deploy, instance, push_image, unique};
-use crate::helpers::{ApiClient, TestApp, assert_field_error, spawn_app};
+use crate::helpers::{ADMIN_PASSWORD, ApiClient, TestApp, assert_field_error, spawn_app};
+use crate::ui::UiSession;
 
 /// A routed stage of a new project on `repo`, deployed by hand; its id and its project's name.
 async fn routed_stage(
@@ -229,6 +230,44 @@ async fn a_stage_s_strategy_is_start_first_unless_set_and_other_names_are_refuse
     let viewer = app.user_with_role("vic", "viewer").await;
     let (_, seen) = viewer.get(&plain_url).await;
     assert_eq!(seen["strategy"], "stop_first");
+
+    // The stage form shows it, and its edit sets it back.
+    let ui = UiSession::logged_in(&app, "admin", ADMIN_PASSWORD).await;
+    let page_url = format!("/stages/{}", plain["id"]);
+    ui.get(&page_url)
+        .await
+        .assert_has("<option value=\"stop_first\" selected>");
+    let edited = ui
+        .submit(
+            &format!("{page_url}/edit"),
+            &[
+                ("name", "plain"),
+                ("tag_policy", "tag:v1"),
+                ("auto_deploy", "true"),
+                ("strategy", "start_first"),
+                ("container.port", "8080"),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::SEE_OTHER, "{}", edited.body);
+    let (_, seen) = admin.get(&plain_url).await;
+    assert_eq!(seen["strategy"], "start_first", "{seen}");
+    let refused = ui
+        .submit(
+            &format!("{page_url}/edit"),
+            &[
+                ("name", "plain"),
+                ("tag_policy", "tag:v1"),
+                ("strategy", "sideways"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.field_of("edit-stage-strategy").contains("field-error"),
+        "{}",
+        refused.body
+    );
     app.stop().await;
 }
 

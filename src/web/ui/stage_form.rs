@@ -410,6 +410,14 @@ mod tests {
     }
 
     #[test]
+    fn the_strategy_reaches_the_api_only_when_chosen() {
+        let chosen = stage_json(&FormData::parse(b"strategy=stop_first"), true).unwrap();
+        assert_eq!(chosen["strategy"], "stop_first");
+        let blank = stage_json(&FormData::parse(b"name=web"), false).unwrap();
+        assert!(blank.get("strategy").is_none(), "the API's default applies");
+    }
+
+    #[test]
     fn an_env_line_without_equals_names_the_env_field() {
         let form = FormData::parse(b"container.env=A%3D1%0ANOPE");
         let err = stage_json(&form, false).unwrap_err();
