@@ -24,7 +24,7 @@ use super::page::{
     see_other_with, within,
 };
 use super::stage_form::{STAGE_FIELDS, StageFormValues, stage_json};
-use super::view::{BlockedDigestView, DeploymentView, InstanceView};
+use super::view::{BlockedDigestView, DeploymentView, InstanceView, short_digest};
 use crate::deploy::rollback_target;
 use crate::domain::instance::{Instance, InstanceFilter, Trigger};
 use crate::domain::tag_policy::PolicyMode;
@@ -292,11 +292,6 @@ async fn build(
     })
 }
 
-/// `sha256:` and the first 12 hex digits, as `docker images` shows them.
-fn short_digest(digest: &str) -> &str {
-    digest.get(..19).unwrap_or(digest)
-}
-
 /// The rollback confirmation, naming the instance, tag and digest it brings back.
 fn rollback_question(target: Option<&Instance>) -> String {
     match target {
@@ -392,7 +387,7 @@ pub async fn stage_deploy_post(
     let tag = form.opt("tag");
     let digest = form.opt("digest");
     let what = match (&tag, &digest) {
-        (Some(t), Some(d)) => format!("tag {t} at {}", short_digest(d)),
+        (Some(t), Some(d)) => format!("tag {t} at {}", short_digest(Some(d))),
         (Some(t), None) => format!("tag {t}"),
         _ => "what the tag policy selects".to_owned(),
     };
@@ -479,7 +474,7 @@ pub async fn stage_poll_post(
                 let digest = report
                     .selected_digest
                     .as_deref()
-                    .map_or_else(String::new, |d| format!(" ({})", short_digest(d)));
+                    .map_or_else(String::new, |d| format!(" ({})", short_digest(Some(d))));
                 return see_other_with(
                     &back,
                     Flash::warning(format!(
