@@ -290,3 +290,91 @@ async fn a_bad_log_stream_request_is_a_4xx_naming_the_problem() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     t.app.stop().await;
 }
+
+#[tokio::test]
+async fn an_accessorys_logs_have_the_same_panel_on_its_project_page_and_the_same_download() {
+    let app = spawn_app().await;
+    let mut cleanup = Cleanup::new(&app);
+    let repo = unique("dwtest/logs-acc-");
+    cleanup.repo(&repo);
+    let admin = app.admin().await;
+    push_image(&repo, "db1", Variant::Web, "db").await;
+    let project_id = create_project(&admin, &repo).await;
+    let script = "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo \"tick $i token=$APP_TOKEN\"; sleep 0.3; done";
+    let (status, accessory) = admin
+        .post(
+            &format!("/api/projects/{project_id}/accessories"),
+            json!({"name": "db", "image": format!("{}/{repo}:db1", crate::deploy::registry()),
+                   "command": ["/bin/sh", "-c", script], "secret_env": {"APP_TOKEN": TOKEN}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{accessory}");
+    let id = accessory["id"].as_i64().expect("an accessory id");
+    app.user_with_role("ada", "viewer").await;
+    let viewer = app.login("ada", "ada-password").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let get = |path: String| {
+        let viewer = &viewer;
+        async move {
+            let response = viewer
+                .request(reqwest::Method::GET, &path)
+                .send()
+                .await
+                .expect("an answer");
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            (
+                response
+                    .headers()
+                    .get("content-disposition")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+                response.text().await.expect("a body"),
+            )
+        }
+    };
+    let (_, html) = get(format!("/projects/{project_id}")).await;
+    assert!(
+        html.contains(&format!("href=\"/projects/{project_id}?logs={id}#logs\"")),
+        "a viewer finds the accessory's logs from its row"
+    );
+    let (_, html) = get(format!("/projects/{project_id}?logs={id}")).await;
+    assert!(html.contains(&format!("data-logs-stream=\"/api/accessories/{id}/logs/stream\"")));
+    assert!(html.contains("Logs of accessory db") && html.contains("data-logs-follow"));
+    assert!(
+        html.contains("token=[secret]") && !html.contains(TOKEN),
+        "masked in the panel"
+    );
+    assert!(html.contains(&format!("href=\"/accessories/{id}/logs.txt\"")));
+    assert!(html.contains("data-logs-open"), "the accessory's row is marked");
+    let (_, html) = get(format!(
+        "/projects/{project_id}?logs={id}&logs_filter=no-such-line"
+    ))
+    .await;
+    assert!(html.contains("No line matches."));
+
+    let (disposition, text) = get(format!("/accessories/{id}/logs.txt")).await;
+    assert_eq!(
+        disposition,
+        format!("attachment; filename=\"accessory-{id}.log\"")
+    );
+    assert!(text.lines().any(|l| l.ends_with("token=[secret]")), "{text}");
+    assert!(!text.contains(TOKEN));
+
+    // The live stream follows the accessory as the instance's does.
+    let mut stream = EventStreamClient::connect(
+        &viewer,
+        &format!("/api/accessories/{id}/logs/stream?tail=0"),
+        None,
+    )
+    .await;
+    let line = stream.expect_message().await;
+    assert_eq!(line.event.as_deref(), Some("line"));
+    assert!(
+        tick_number(line.data["text"].as_str().unwrap_or_default()).is_some(),
+        "{:?}",
+        line.data
+    );
+    app.stop().await;
+}

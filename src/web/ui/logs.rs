@@ -1,6 +1,8 @@
-//! The logs panel of the stage page (`/stages/{id}?logs=<instance id>&logs_filter=<text>`),
-//! shown right under the instances with its instance's row marked, and the download of the same
-//! output as a text file (`GET /instances/{id}/logs.txt`).
+//! The logs panel of a container: an instance's on the stage page
+//! (`/stages/{id}?logs=<instance id>&logs_filter=<text>`), right under the instances with its
+//! row marked, and an accessory's on the project page (`/projects/{id}?logs=<accessory id>`),
+//! right under the accessories; and the download of the same output as a text file
+//! (`GET /instances/{id}/logs.txt`, `GET /accessories/{id}/logs.txt`).
 //!
 //! The page renders the last lines with their times, already filtered when `logs_filter` is
 //! given, so it works without scripts. `static/logs.js` then makes the panel live: a follow
@@ -13,11 +15,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::SecondsFormat;
 
+use super::accessory_view::AccessoryRow;
 use super::page::{Ui, error_page};
 use super::view::InstanceView;
+use crate::web::api::accessories::accessory_logs;
 use crate::web::api::instances::instance_logs;
-use crate::web::api::logs::{LogLineResponse, MAX_TAIL};
+use crate::web::api::logs::{ContainerLogs, LogLineResponse, MAX_TAIL};
 use crate::web::auth::Viewer;
+use crate::web::error::WebResult;
 use crate::web::path::IdPath;
 use crate::web::state::AppState;
 
@@ -29,9 +34,38 @@ const FILTER_DEPTH: u32 = 2_000;
 /// The longest filter kept (a longer one is cut; it would match nothing anyway).
 const MAX_FILTER: usize = 200;
 
+/// The logs panel a page view asks for (`?logs=<id>&logs_filter=`).
+pub struct LogsRequest {
+    /// The instance's id on a stage page, the accessory's on a project page.
+    pub id: i64,
+    pub filter: String,
+}
+
+impl LogsRequest {
+    /// The panel asked for in a page's query, if any.
+    pub fn from_query(query: Option<&str>) -> Option<Self> {
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .find(|(k, _)| k == "logs")
+            .and_then(|(_, v)| v.parse::<i64>().ok())
+            .map(|id| Self {
+                id,
+                filter: filter_from_query(query),
+            })
+    }
+}
+
 pub struct LogsView {
-    pub instance_id: i64,
-    pub tag: String,
+    /// The id of the instance or accessory whose output this is.
+    pub target_id: i64,
+    /// "instance 7", "accessory db".
+    pub target: String,
+    /// What else names it: the tag, the image.
+    pub detail: String,
+    /// The page the panel is on, without its query (`/stages/3`).
+    pub page: String,
+    /// The live stream and the download.
+    pub stream_url: String,
+    pub download_url: String,
     pub lines: Vec<LogLineView>,
     /// The filter the lines were chosen with ("" for none).
     pub filter: String,
@@ -79,20 +113,63 @@ fn matches(text: &str, filter_lower: &str) -> bool {
     filter_lower.is_empty() || text.to_lowercase().contains(filter_lower)
 }
 
-/// The panel for `instance`: its last lines (matching `filter`), or why there are none.
-pub async fn logs_panel(state: &AppState, instance: &InstanceView, filter: String) -> LogsView {
-    let depth = if filter.is_empty() {
+/// The panel for `instance` on its stage page (`page`).
+pub async fn instance_panel(
+    state: &AppState,
+    instance: &InstanceView,
+    page: String,
+    filter: String,
+) -> LogsView {
+    let logs = instance_logs(state, instance.id).await;
+    let view = LogsView {
+        target_id: instance.id,
+        target: format!("instance {}", instance.id),
+        detail: format!("tag {}", instance.tag),
+        page,
+        stream_url: format!("/api/instances/{}/logs/stream", instance.id),
+        download_url: format!("/instances/{}/logs.txt", instance.id),
+        lines: Vec::new(),
+        filter,
+        follow: instance.status == "running",
+        error: None,
+    };
+    fill(state, view, logs).await
+}
+
+/// The panel for `accessory` on its project's page (`page`).
+pub async fn accessory_panel(
+    state: &AppState,
+    accessory: &AccessoryRow,
+    page: String,
+    filter: String,
+) -> LogsView {
+    let logs = accessory_logs(state, accessory.id).await;
+    let view = LogsView {
+        target_id: accessory.id,
+        target: format!("accessory {}", accessory.name),
+        detail: accessory.image.clone(),
+        page,
+        stream_url: format!("/api/accessories/{}/logs/stream", accessory.id),
+        download_url: format!("/accessories/{}/logs.txt", accessory.id),
+        lines: Vec::new(),
+        filter,
+        follow: accessory.status == "running",
+        error: None,
+    };
+    fill(state, view, logs).await
+}
+
+/// `view` with the container's last lines (matching its filter), or why there are none.
+async fn fill(state: &AppState, mut view: LogsView, logs: WebResult<ContainerLogs>) -> LogsView {
+    let depth = if view.filter.is_empty() {
         PANEL_LINES as u32
     } else {
         FILTER_DEPTH
     };
-    let read = async {
-        let logs = instance_logs(state, instance.id).await?;
-        logs.read(state, depth).await
-    };
-    let (lines, error) = match read.await {
+    let read = async { logs?.read(state, depth).await };
+    match read.await {
         Ok(lines) => {
-            let wanted = filter.to_lowercase();
+            let wanted = view.filter.to_lowercase();
             let mut lines: Vec<LogLineView> = lines
                 .into_iter()
                 .filter(|l| matches(&l.text, &wanted))
@@ -100,18 +177,11 @@ pub async fn logs_panel(state: &AppState, instance: &InstanceView, filter: Strin
                 .collect();
             let extra = lines.len().saturating_sub(PANEL_LINES);
             lines.drain(..extra);
-            (lines, None)
+            view.lines = lines;
         }
-        Err(err) => (Vec::new(), Some(err.message)),
-    };
-    LogsView {
-        instance_id: instance.id,
-        tag: instance.tag.clone(),
-        lines,
-        filter,
-        follow: instance.status == "running",
-        error,
+        Err(err) => view.error = Some(err.message),
     }
+    view
 }
 
 /// `GET /instances/{id}/logs.txt`: the last lines of an instance's output as a file, one line
@@ -121,14 +191,32 @@ pub async fn instance_logs_txt_get(
     Ui(viewer): Ui<Viewer>,
     Ui(IdPath(id)): Ui<IdPath>,
 ) -> Response {
-    let read = async {
-        let logs = instance_logs(&state, id).await?;
-        logs.read(&state, MAX_TAIL).await
-    };
+    let logs = instance_logs(&state, id).await;
+    download(&state, &viewer, logs, format!("instance-{id}.log")).await
+}
+
+/// `GET /accessories/{id}/logs.txt`: the same for an accessory.
+pub async fn accessory_logs_txt_get(
+    State(state): State<AppState>,
+    Ui(viewer): Ui<Viewer>,
+    Ui(IdPath(id)): Ui<IdPath>,
+) -> Response {
+    let logs = accessory_logs(&state, id).await;
+    download(&state, &viewer, logs, format!("accessory-{id}.log")).await
+}
+
+/// The last lines of `logs` as a text file named `file_name`, or the error page.
+async fn download(
+    state: &AppState,
+    viewer: &Viewer,
+    logs: WebResult<ContainerLogs>,
+    file_name: String,
+) -> Response {
+    let read = async { logs?.read(state, MAX_TAIL).await };
     match read.await {
         Ok(lines) => {
             let body: String = lines.iter().map(LogLineResponse::to_text_line).collect();
-            let disposition = format!("attachment; filename=\"instance-{id}.log\"");
+            let disposition = format!("attachment; filename=\"{file_name}\"");
             (
                 StatusCode::OK,
                 [

@@ -95,6 +95,7 @@ pub fn routes() -> Router<AppState> {
         .route("/stages/{id}/poll", post(stages::stage_poll_post))
         .route("/stages/{id}/rollback", post(stages::stage_rollback_post))
         .route("/instances/{id}/logs.txt", get(logs::instance_logs_txt_get))
+        .route("/accessories/{id}/logs.txt", get(logs::accessory_logs_txt_get))
         .route("/instances/{id}/{action}", post(stages::instance_action_post))
         .route("/events", get(events::events_get))
         .route("/stale", get(stale::stale_get))

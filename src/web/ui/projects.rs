@@ -8,7 +8,7 @@
 use askama::Template;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use super::accessory_view::{AccessoryFormValues, AccessoryRow, accessory_rows};
 use super::dashboard::{PROJECT_FIELDS, render_dashboard};
 use super::form::{FormData, Forms, api_body, json_text};
+use super::logs::{LogsRequest, LogsView, accessory_panel};
 use super::page::{Chrome, Flash, FlashMessage, Nav, PageTemplate, Ui, error_page, render, see_other_with};
 use super::stage_form::{STAGE_FIELDS, StageFormValues, stage_json};
 use super::view::InstanceView;
@@ -40,6 +41,8 @@ pub struct ProjectPage {
     pub accessories: Vec<AccessoryRow>,
     /// The new-accessory form's starting values.
     pub accessory_values: AccessoryFormValues,
+    /// The logs panel of one accessory (`?logs=<accessory id>`).
+    pub logs: Option<LogsView>,
 }
 
 impl PageTemplate for ProjectPage {
@@ -75,8 +78,18 @@ pub async fn project_get(
     Ui(viewer): Ui<Viewer>,
     Ui(IdPath(id)): Ui<IdPath>,
     flash: FlashMessage,
+    RawQuery(query): RawQuery,
 ) -> Response {
-    render_project(&state, &viewer, id, flash, Forms::none(), StatusCode::OK).await
+    let mut page = match build(&state, &viewer, id, flash, Forms::none()).await {
+        Ok(page) => page,
+        Err(err) => return error_page(err, Some(&viewer.0)),
+    };
+    if let Some(want) = LogsRequest::from_query(query.as_deref())
+        && let Some(accessory) = page.accessories.iter().find(|a| a.id == want.id)
+    {
+        page.logs = Some(accessory_panel(&state, accessory, format!("/projects/{id}"), want.filter).await);
+    }
+    render(StatusCode::OK, &page)
 }
 
 /// Renders a project's page, with `forms` when one of its forms was refused.
@@ -181,6 +194,7 @@ async fn build(
         stage_values: StageFormValues::defaults(),
         accessories: accessory_rows(state, id).await?,
         accessory_values: AccessoryFormValues::default(),
+        logs: None,
     })
 }
 

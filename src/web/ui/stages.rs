@@ -18,7 +18,7 @@ use axum::response::Response;
 use serde_json::json;
 
 use super::form::{FormData, Forms, api_body};
-use super::logs::{LogsView, filter_from_query, logs_panel};
+use super::logs::{LogsRequest, LogsView, instance_panel};
 use super::page::{
     ACTION_WAIT, Chrome, Finished, Flash, FlashMessage, Nav, PageTemplate, Ui, error_page, render,
     see_other_with, within,
@@ -95,12 +95,6 @@ pub struct StageInfo {
     pub networks: Vec<String>,
 }
 
-/// The logs panel a page view asks for (`?logs=<instance id>&logs_filter=`).
-pub struct LogsRequest {
-    pub instance_id: i64,
-    pub filter: String,
-}
-
 pub async fn stage_get(
     State(state): State<AppState>,
     Ui(viewer): Ui<Viewer>,
@@ -108,13 +102,7 @@ pub async fn stage_get(
     flash: FlashMessage,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let logs_for = form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "logs")
-        .and_then(|(_, v)| v.parse::<i64>().ok())
-        .map(|instance_id| LogsRequest {
-            instance_id,
-            filter: filter_from_query(query.as_deref()),
-        });
+    let logs_for = LogsRequest::from_query(query.as_deref());
     render_stage(
         &state,
         &viewer,
@@ -195,10 +183,12 @@ async fn build(
         .map(|f| BlockedDigestView::new(f, now))
         .collect();
     let logs = match logs_for.and_then(|want| {
-        let instance = instances.iter().find(|i| i.id == want.instance_id)?;
+        let instance = instances.iter().find(|i| i.id == want.id)?;
         Some((instance, want.filter))
     }) {
-        Some((instance, filter)) => Some(logs_panel(state, instance, filter).await),
+        Some((instance, filter)) => {
+            Some(instance_panel(state, instance, format!("/stages/{id}"), filter).await)
+        }
         None => None,
     };
     let config_changed = stored
