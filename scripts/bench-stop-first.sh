@@ -55,9 +55,10 @@ work=$(mktemp -d)
 dw_pid=''
 cleanup() {
     [[ -n $dw_pid ]] && { kill "$dw_pid" 2>/dev/null || true; wait "$dw_pid" 2>/dev/null || true; }
-    # Only what this run created: the project's containers and the images it pushed.
+    # Only what this run created: the project's containers and network, the images it pushed.
     ids=$(docker ps -aq --filter "label=io.docker-watcher.project=$project" 2>/dev/null || true)
     [[ -z $ids ]] || docker rm -f $ids >/dev/null 2>&1 || true
+    docker network rm "dw-$project" >/dev/null 2>&1 || true
     images=$(docker images -q "$registry/$repo" 2>/dev/null | sort -u || true)
     [[ -z $images ]] || docker rmi -f $images >/dev/null 2>&1 || true
     rm -rf "$work"

@@ -32,7 +32,9 @@ fn repo_root() -> &'static Path {
 }
 
 /// Everything the test made in Docker, removed when it ends, pass or fail: the container and
-/// the deployments it started (named after the test's unique project), the volume, the images.
+/// the deployments it started (named after the test's unique project), the project's network
+/// (left behind, each run would take one of the engine's few default address pools), the
+/// volume, the images.
 struct ImageTestCleanup {
     name: String,
     project: String,
@@ -54,6 +56,7 @@ impl Drop for ImageTestCleanup {
         if !ids.is_empty() {
             docker(&[&["rm", "-f"][..], &ids].concat());
         }
+        docker(&["network", "rm", &format!("dw-{}", self.project)]);
         docker(&["volume", "rm", "-f", &format!("{}-data", self.name)]);
         for image in &self.images {
             docker(&["rmi", "-f", image]);
