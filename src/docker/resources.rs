@@ -96,7 +96,7 @@ impl DockerEngine {
                 ..Default::default()
             })
             .await
-            .map_err(DockerError::from_bollard);
+            .map_err(network_create_error);
         match created {
             // Created meanwhile by another process (newer engines refuse a duplicate name).
             Ok(_) | Err(DockerError::Conflict { .. }) => Ok(()),
@@ -211,8 +211,37 @@ pub(super) fn engine_network(spec: &CreateContainer) -> (Option<String>, Option<
     )
 }
 
+/// A failed network creation as a `DockerError`. A 404 here is no missing object: the engine
+/// names what it lacks — most often a free address pool, once its default pools are all taken
+/// by other networks — so its message is kept instead of a bare "not found".
+fn network_create_error(error: bollard::errors::Error) -> DockerError {
+    match error {
+        e @ bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
+            DockerError::Engine(e)
+        }
+        e => DockerError::from_bollard(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_network_the_engine_cannot_create_says_why_instead_of_not_found() {
+        let error = network_create_error(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            message: "could not find an available, non-overlapping IPv4 address pool".into(),
+        });
+        let text = error.to_string();
+        assert!(text.contains("address pool"), "{text}");
+        assert!(!matches!(error, DockerError::NotFound));
+        let conflict = network_create_error(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message: "network with name dw-shop already exists".into(),
+        });
+        assert!(matches!(conflict, DockerError::Conflict { .. }), "{conflict:?}");
+    }
+
     use super::*;
 
     #[test]
